@@ -1,0 +1,50 @@
+/*
+ * config.h - gpuqd's configuration: defaults, the INI file (inih), and
+ * validation with FILE:LINE: messages.
+ */
+#ifndef GQ_CONFIG_H
+#define GQ_CONFIG_H
+
+#include "../core/sched.h"
+
+struct gq_config {
+    /* [server] */
+    char listen[256];        /* HOST:PORT, default 127.0.0.1:7707 */
+    char data_dir[1024];     /* default "var" */
+    long max_body;           /* bytes, default 2 MiB */
+    long max_payload;        /* bytes of payload JSON, default 1 MiB */
+    int max_parked;          /* long-polls + SSE streams, default 1024 */
+    double request_timeout;  /* seconds, default 30 */
+    double drain_timeout;    /* seconds, default 30 */
+    double retention;        /* seconds terminal jobs are kept, 7 days */
+    int synchronous;         /* 2 full (default), 1 normal, 0 off */
+    /* [gpu] */
+    int slots;               /* default 1 */
+    /* [scheduler] */
+    enum gq_share_by share_by;
+    /* [class NAME], in file order; the seed's three when none given. */
+    int nclasses;
+    struct gq_class_conf classes[GQ_MAX_CLASSES];
+    double backoff_base[GQ_MAX_CLASSES]; /* seconds, default 1 */
+    double backoff_max[GQ_MAX_CLASSES];  /* seconds, default 300 */
+};
+
+/* Fills c with the defaults (the seed design's three classes). */
+void gq_config_defaults(struct gq_config *c);
+
+/*
+ * Reads path over the defaults.  If the file has any [class ...] section,
+ * the classes are exactly those of the file (each starting from the
+ * per-class defaults: priority 0, weight 1, max_consecutive 0, max_queue
+ * 1000, queue_timeout 0, lease_ttl 120, max_attempts 3, backoff 1/300).
+ * Unknown sections and keys, bad values and a file with no class left are
+ * errors.  Returns 0, or GQ_EINVAL with err holding every problem, one
+ * "FILE:LINE: message" per line (GQ_EIO if the file cannot be read).
+ */
+int gq_config_load(struct gq_config *c, const char *path, char *err,
+                   int errlen);
+
+/* Checks cross-field rules (after flags override); 0 or GQ_EINVAL. */
+int gq_config_check(const struct gq_config *c, char *err, int errlen);
+
+#endif
