@@ -40,11 +40,25 @@ void gq_config_defaults(struct gq_config *c);
  * Unknown sections and keys, bad values and a file with no class left are
  * errors.  Returns 0, or GQ_EINVAL with err holding every problem, one
  * "FILE:LINE: message" per line (GQ_EIO if the file cannot be read).
+ *
+ * c need not be initialised: it is set to the defaults first, so apply
+ * command-line flags after this call, then gq_config_check.  On any
+ * failure c holds the defaults.  GQ_EIO comes with "FILE: cannot open:
+ * REASON" (or "cannot read"), GQ_ENOMEM with "out of memory".  err (may
+ * be NULL) is always NUL-terminated and "" on success; lines that do not
+ * fit in errlen are left out and counted in a last "(N more errors)"
+ * line.  Not thread-safe (strerror).
  */
 int gq_config_load(struct gq_config *c, const char *path, char *err,
                    int errlen);
 
-/* Checks cross-field rules (after flags override); 0 or GQ_EINVAL. */
+/*
+ * Checks every value and the cross-field rules, after flags override: at
+ * least one class and at most GQ_MAX_CLASSES, valid and unique class
+ * names, listen is HOST:PORT, slots in 1..GQ_MAX_SLOTS, each key in its
+ * range (doc/config.md).  Returns 0, or GQ_EINVAL with every problem in
+ * err, one plain message (no FILE:LINE) per line, as for gq_config_load.
+ */
 int gq_config_check(const struct gq_config *c, char *err, int errlen);
 
 #endif

@@ -1,0 +1,934 @@
+/*
+ * config.c - gpuqd's configuration: the defaults, the INI file and the
+ * checks.  doc/config.md describes every section and key.
+ *
+ * inih splits "key = value" lines; the rest happens here.  The installed
+ * inih is built without INI_HANDLER_LINENO and only reports the first bad
+ * line, so the reader that feeds it does more than read: it counts lines,
+ * strips comments, checks the syntax of each line and follows the
+ * [section] headers itself (inih would also cut section names at 49
+ * characters and say nothing about a section without keys).  inih then
+ * sees only "key = value" lines, and blank ones in place of the others, so
+ * its line numbers stay ours.  Every problem is recorded with its line and
+ * parsing goes on, so one run reports them all.
+ *
+ * Keys are described by tables (one per section) of name, type, offset
+ * and allowed range; loading a file and gq_config_check share them.
+ */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <ini.h>
+
+#include "../core/err.h"
+
+/* A class as the file describes it: its policy and its retry backoff. */
+struct class_ext {
+    struct gq_class_conf conf;
+    double backoff_base;    /* seconds */
+    double backoff_max;     /* seconds */
+};
+
+/* What a class gets for the keys its section does not set. */
+static const struct class_ext class_defaults = {
+    .conf = {.name = "", .priority = 0, .weight = 1.0, .max_consecutive = 0,
+             .max_queue = 1000, .queue_timeout = 0.0, .lease_ttl = 120.0,
+             .max_attempts = 3},
+    .backoff_base = 1.0,
+    .backoff_max = 300.0,
+};
+
+/* The seed design's classes: the classes when no file names any. */
+static const struct class_ext seed_classes[] = {
+    {.conf = {.name = "chatbot", .priority = 10, .weight = 1.0,
+              .max_consecutive = 0, .max_queue = 1000,
+              .queue_timeout = 60.0, .lease_ttl = 120.0, .max_attempts = 1},
+     .backoff_base = 1.0, .backoff_max = 300.0},
+    {.conf = {.name = "transcription", .priority = 0, .weight = 70.0,
+              .max_consecutive = 2, .max_queue = 1000,
+              .queue_timeout = 0.0, .lease_ttl = 120.0, .max_attempts = 3},
+     .backoff_base = 1.0, .backoff_max = 300.0},
+    {.conf = {.name = "summarization", .priority = 0, .weight = 30.0,
+              .max_consecutive = 1, .max_queue = 1000,
+              .queue_timeout = 0.0, .lease_ttl = 120.0, .max_attempts = 3},
+     .backoff_base = 1.0, .backoff_max = 300.0},
+};
+#define NSEED ((int)(sizeof seed_classes / sizeof seed_classes[0]))
+
+/* A word a key accepts, and the number stored for it. */
+struct word {
+    const char *name;
+    int value;
+};
+
+static const struct word sync_words[] = {
+    {"full", 2}, {"normal", 1}, {"off", 0}, {NULL, 0},
+};
+
+static const struct word share_words[] = {
+    {"time", GQ_SHARE_TIME}, {"grants", GQ_SHARE_GRANTS}, {NULL, 0},
+};
+
+/* K_WORD stores through an int pointer, also into share_by. */
+_Static_assert(sizeof(enum gq_share_by) == sizeof(int),
+               "share_by is stored as an int");
+
+enum ktype {
+    K_INT,      /* int */
+    K_LONG,     /* long */
+    K_DOUBLE,   /* double, finite */
+    K_STR,      /* char[size], not empty */
+    K_LISTEN,   /* char[size] holding HOST:PORT */
+    K_WORD,     /* int (or enum) from one of words */
+};
+
+#define NOBOUND INFINITY
+
+/* One key of a section. */
+struct keydef {
+    const char *name;
+    enum ktype type;
+    size_t off;                 /* offset in the section's struct */
+    size_t size;                /* K_STR, K_LISTEN: the buffer's size */
+    double lo, hi;              /* numbers: allowed range, inclusive */
+    int lo_open;                /* nonzero: lo itself is not allowed */
+    const struct word *words;   /* K_WORD: the accepted words */
+};
+
+#define CF(f) offsetof(struct gq_config, f)
+#define CL(f) offsetof(struct class_ext, f)
+#define CSTR(f) CF(f), sizeof(((struct gq_config *)0)->f)
+
+/* [server]: offsets into struct gq_config. */
+static const struct keydef server_keys[] = {
+    {"listen", K_LISTEN, CSTR(listen), 0, 0, 0, NULL},
+    {"data_dir", K_STR, CSTR(data_dir), 0, 0, 0, NULL},
+    {"max_body", K_LONG, CF(max_body), 0, 1, NOBOUND, 0, NULL},
+    {"max_payload", K_LONG, CF(max_payload), 0, 1, NOBOUND, 0, NULL},
+    {"max_parked", K_INT, CF(max_parked), 0, 0, NOBOUND, 0, NULL},
+    {"request_timeout", K_DOUBLE, CF(request_timeout), 0, 0, NOBOUND, 1,
+     NULL},
+    {"drain_timeout", K_DOUBLE, CF(drain_timeout), 0, 0, NOBOUND, 0, NULL},
+    {"retention", K_DOUBLE, CF(retention), 0, 0, NOBOUND, 0, NULL},
+    {"synchronous", K_WORD, CF(synchronous), 0, 0, 0, 0, sync_words},
+};
+
+/* [gpu]: offsets into struct gq_config. */
+static const struct keydef gpu_keys[] = {
+    {"slots", K_INT, CF(slots), 0, 1, GQ_MAX_SLOTS, 0, NULL},
+};
+
+/* [scheduler]: offsets into struct gq_config. */
+static const struct keydef sched_keys[] = {
+    {"share_by", K_WORD, CF(share_by), 0, 0, 0, 0, share_words},
+};
+
+/* [class NAME]: offsets into struct class_ext. */
+static const struct keydef class_keys[] = {
+    {"priority", K_INT, CL(conf.priority), 0, -NOBOUND, NOBOUND, 0, NULL},
+    {"weight", K_DOUBLE, CL(conf.weight), 0, 0, NOBOUND, 1, NULL},
+    {"max_consecutive", K_INT, CL(conf.max_consecutive), 0, 0, NOBOUND, 0,
+     NULL},
+    {"max_queue", K_INT, CL(conf.max_queue), 0, 1, NOBOUND, 0, NULL},
+    {"queue_timeout", K_DOUBLE, CL(conf.queue_timeout), 0, 0, NOBOUND, 0,
+     NULL},
+    {"lease_ttl", K_DOUBLE, CL(conf.lease_ttl), 0, 0, NOBOUND, 1, NULL},
+    {"max_attempts", K_INT, CL(conf.max_attempts), 0, 1, NOBOUND, 0, NULL},
+    {"backoff_base", K_DOUBLE, CL(backoff_base), 0, 0, NOBOUND, 0, NULL},
+    {"backoff_max", K_DOUBLE, CL(backoff_max), 0, 0, NOBOUND, 0, NULL},
+};
+
+#define NKEYS(t) ((int)(sizeof(t) / sizeof((t)[0])))
+#define MAX_KEYS 16
+
+struct secdef {
+    const char *name;
+    const struct keydef *keys;
+    int nkeys;
+};
+
+/* The class section comes last: SEC_CLASS is its index. */
+static const struct secdef sections[] = {
+    {"server", server_keys, NKEYS(server_keys)},
+    {"gpu", gpu_keys, NKEYS(gpu_keys)},
+    {"scheduler", sched_keys, NKEYS(sched_keys)},
+    {"class", class_keys, NKEYS(class_keys)},
+};
+#define NSECTIONS ((int)(sizeof sections / sizeof sections[0]))
+#define SEC_CLASS (NSECTIONS - 1)
+#define SEC_NONE (-1)           /* before the first header */
+#define SEC_SKIP (-2)           /* in a section already reported bad */
+
+_Static_assert(NKEYS(server_keys) <= MAX_KEYS, "raise MAX_KEYS");
+_Static_assert(NKEYS(class_keys) <= MAX_KEYS, "raise MAX_KEYS");
+
+/* ---- error collection ------------------------------------------------ */
+
+/*
+ * Messages, one per line, in a caller's buffer.  Once one does not fit,
+ * the rest are only counted, and finishing says how many were left out.
+ */
+struct errbuf {
+    char *buf;                  /* NULL when the caller wants none */
+    size_t cap;
+    size_t len;
+    int n;                      /* messages added */
+    int dropped;                /* of which left out */
+    int full;                   /* nonzero: no more lines fit */
+};
+
+static void
+eb_init(struct errbuf *eb, char *buf, int len)
+{
+    eb->buf = buf != NULL && len > 0 ? buf : NULL;
+    eb->cap = eb->buf != NULL ? (size_t)len : 0;
+    eb->len = 0;
+    eb->n = 0;
+    eb->dropped = 0;
+    eb->full = 0;
+    if (eb->buf != NULL)
+        eb->buf[0] = '\0';
+}
+
+/* Adds one message; a first one that is too long is cut to fit. */
+static void
+eb_put(struct errbuf *eb, const char *msg)
+{
+    size_t mlen = strlen(msg);
+    size_t need = (eb->len > 0 ? 1 : 0) + mlen;
+
+    eb->n++;
+    if (eb->buf == NULL || eb->full) {
+        eb->dropped++;
+        return;
+    }
+    if (eb->len + need < eb->cap) {
+        if (eb->len > 0)
+            eb->buf[eb->len++] = '\n';
+        memcpy(eb->buf + eb->len, msg, mlen + 1);
+        eb->len += mlen;
+        return;
+    }
+    if (eb->len == 0) {
+        memcpy(eb->buf, msg, eb->cap - 1);
+        eb->buf[eb->cap - 1] = '\0';
+        eb->len = eb->cap - 1;
+    } else {
+        eb->dropped++;
+    }
+    eb->full = 1;
+}
+
+/* Ends the list with "(N more errors)", dropping lines to make room. */
+static void
+eb_finish(struct errbuf *eb)
+{
+    char note[48];
+    int nlen;
+
+    if (eb->buf == NULL || eb->dropped == 0)
+        return;
+    for (;;) {
+        nlen = snprintf(note, sizeof note, "%s(%d more error%s)",
+                        eb->len > 0 ? "\n" : "", eb->dropped,
+                        eb->dropped == 1 ? "" : "s");
+        if (eb->len + (size_t)nlen < eb->cap)
+            break;
+        char *nl = memrchr(eb->buf, '\n', eb->len);
+        if (nl == NULL)
+            return;             /* one line that fills it: keep that */
+        eb->len = (size_t)(nl - eb->buf);
+        eb->buf[eb->len] = '\0';
+        eb->dropped++;
+    }
+    memcpy(eb->buf + eb->len, note, (size_t)nlen + 1);
+    eb->len += (size_t)nlen;
+}
+
+/* ---- values ---------------------------------------------------------- */
+
+/* Parses all of s as a base-10 integer: 0, -1 not one, -2 too big. */
+static int
+parse_ll(const char *s, long long *out)
+{
+    char *end;
+    long long v;
+
+    if (!isdigit((unsigned char)*s) && *s != '-' && *s != '+')
+        return -1;
+    errno = 0;
+    v = strtoll(s, &end, 10);
+    if (end == s || *end != '\0')
+        return -1;
+    if (errno == ERANGE)
+        return -2;
+    *out = v;
+    return 0;
+}
+
+/*
+ * Parses all of s as a decimal number (no hex, inf or nan): 0, -1 not
+ * one, -2 out of double's range.
+ */
+static int
+parse_num(const char *s, double *out)
+{
+    char *end;
+    double v;
+
+    if (*s == '\0' || strspn(s, "0123456789+-.eE") != strlen(s))
+        return -1;
+    errno = 0;
+    v = strtod(s, &end);
+    if (end == s || *end != '\0')
+        return -1;
+    if (errno == ERANGE || !isfinite(v))
+        return -2;
+    *out = v;
+    return 0;
+}
+
+/* Why s is not HOST:PORT, or NULL when it is. */
+static const char *
+listen_why(const char *s)
+{
+    const char *colon, *p;
+    size_t n;
+    long port;
+
+    if (*s == '[') {
+        const char *rb = strchr(s, ']');
+        if (rb == NULL)
+            return "missing ']' after the IPv6 address";
+        if (rb == s + 1)
+            return "empty host";
+        for (p = s + 1; p < rb; p++)
+            if (!isalnum((unsigned char)*p) && *p != ':' && *p != '.' &&
+                *p != '%')
+                return "bad character in the IPv6 address";
+        if (rb[1] != ':')
+            return "missing :PORT";
+        colon = rb + 1;
+    } else {
+        colon = strchr(s, ':');
+        if (colon == NULL)
+            return "missing :PORT";
+        if (strchr(colon + 1, ':') != NULL)
+            return "an IPv6 address must be in brackets, e.g. [::1]:7707";
+        if (colon == s)
+            return "empty host (0.0.0.0 or [::] listens on all interfaces)";
+        for (p = s; p < colon; p++)
+            if (!isalnum((unsigned char)*p) && *p != '.' && *p != '-' &&
+                *p != '_')
+                return "bad character in the host";
+    }
+    p = colon + 1;
+    n = strlen(p);
+    if (n == 0 || n > 5 || strspn(p, "0123456789") != n)
+        return "the port must be a number from 0 to 65535";
+    port = strtol(p, NULL, 10);
+    if (port > 65535)
+        return "the port must be a number from 0 to 65535";
+    return NULL;
+}
+
+/* Nonzero if s is a valid class name: [A-Za-z0-9_.-]{1,63}. */
+static int
+class_name_ok(const char *s, size_t n)
+{
+    size_t i;
+
+    if (n == 0 || n >= GQ_NAME_MAX)
+        return 0;
+    for (i = 0; i < n; i++)
+        if (!isalnum((unsigned char)s[i]) && s[i] != '_' && s[i] != '.' &&
+            s[i] != '-')
+            return 0;
+    return 1;
+}
+
+/* "a, b or c" from a word list, into buf. */
+static void
+word_list(const struct word *w, char *buf, size_t len)
+{
+    size_t used = 0;
+    int i;
+
+    buf[0] = '\0';
+    for (i = 0; w[i].name != NULL && used < len; i++) {
+        const char *sep = i == 0 ? "" : w[i + 1].name == NULL ? " or " : ", ";
+        int r = snprintf(buf + used, len - used, "%s%s", sep, w[i].name);
+        if (r < 0)
+            break;
+        used += (size_t)r;
+    }
+}
+
+/*
+ * Checks the value of key k in base.  got is how to show the value in a
+ * message (the file's text), or NULL to print it from base.  0, or -1
+ * with the reason in msg.
+ */
+static int
+check_field(const struct keydef *k, const void *base, const char *got,
+            char *msg, size_t len)
+{
+    const char *f = (const char *)base + k->off;
+    char num[64];
+    const char *why;
+    double v;
+    int i;
+
+    switch (k->type) {
+    case K_INT:
+        v = *(const int *)f;
+        snprintf(num, sizeof num, "%d", *(const int *)f);
+        break;
+    case K_LONG:
+        v = (double)*(const long *)f;
+        snprintf(num, sizeof num, "%ld", *(const long *)f);
+        break;
+    case K_DOUBLE:
+        v = *(const double *)f;
+        snprintf(num, sizeof num, "%g", v);
+        if (!isfinite(v)) {
+            snprintf(msg, len, "%s must be a finite number, got %s",
+                     k->name, got != NULL ? got : num);
+            return -1;
+        }
+        break;
+    case K_STR:
+    case K_LISTEN:
+        if (memchr(f, '\0', k->size) == NULL) {
+            snprintf(msg, len, "%s is too long (at most %zu characters)",
+                     k->name, k->size - 1);
+            return -1;
+        }
+        if (*f == '\0') {
+            snprintf(msg, len, "%s must not be empty", k->name);
+            return -1;
+        }
+        if (k->type == K_LISTEN) {
+            why = listen_why(f);
+            if (why != NULL) {
+                snprintf(msg, len, "%s '%s' is not HOST:PORT: %s", k->name,
+                         f, why);
+                return -1;
+            }
+        }
+        return 0;
+    case K_WORD:
+        for (i = 0; k->words[i].name != NULL; i++)
+            if (k->words[i].value == *(const int *)f)
+                return 0;
+        word_list(k->words, num, sizeof num);
+        snprintf(msg, len, "%s must be %s, got %d", k->name, num,
+                 *(const int *)f);
+        return -1;
+    default:
+        snprintf(msg, len, "%s: internal error: bad key type", k->name);
+        return -1;
+    }
+    if (got == NULL)
+        got = num;
+    if (v < k->lo || (k->lo_open && v == k->lo) || v > k->hi) {
+        if (k->hi != NOBOUND)
+            snprintf(msg, len, "%s must be from %g to %g, got %s", k->name,
+                     k->lo, k->hi, got);
+        else
+            snprintf(msg, len, "%s must be %s %g, got %s", k->name,
+                     k->lo_open ? ">" : ">=", k->lo, got);
+        return -1;
+    }
+    return 0;
+}
+
+/* Parses val into key k of base and checks it: 0, or -1 with msg. */
+static int
+set_value(const struct keydef *k, void *base, const char *val, char *msg,
+          size_t len)
+{
+    char *f = (char *)base + k->off;
+    long long ll = 0;
+    double d = 0;
+    char words[64];
+    int r, i;
+
+    if (*val == '\0') {
+        snprintf(msg, len, "%s: missing value", k->name);
+        return -1;
+    }
+    switch (k->type) {
+    case K_INT:
+    case K_LONG:
+        r = parse_ll(val, &ll);
+        if (r == -1) {
+            snprintf(msg, len, "%s: '%s' is not an integer", k->name, val);
+            return -1;
+        }
+        if (r == -2 ||
+            (k->type == K_INT && (ll < INT_MIN || ll > INT_MAX)) ||
+            (k->type == K_LONG && (ll < LONG_MIN || ll > LONG_MAX))) {
+            snprintf(msg, len, "%s: %s is out of range", k->name, val);
+            return -1;
+        }
+        if (k->type == K_INT)
+            *(int *)f = (int)ll;
+        else
+            *(long *)f = (long)ll;
+        break;
+    case K_DOUBLE:
+        r = parse_num(val, &d);
+        if (r == -1) {
+            snprintf(msg, len, "%s: '%s' is not a number", k->name, val);
+            return -1;
+        }
+        if (r == -2) {
+            snprintf(msg, len, "%s: %s is out of range", k->name, val);
+            return -1;
+        }
+        *(double *)f = d;
+        break;
+    case K_STR:
+    case K_LISTEN:
+        if (strlen(val) >= k->size) {
+            snprintf(msg, len, "%s is too long (at most %zu characters)",
+                     k->name, k->size - 1);
+            return -1;
+        }
+        memcpy(f, val, strlen(val) + 1);
+        break;
+    case K_WORD:
+        for (i = 0; k->words[i].name != NULL; i++)
+            if (strcasecmp(k->words[i].name, val) == 0)
+                break;
+        if (k->words[i].name == NULL) {
+            word_list(k->words, words, sizeof words);
+            snprintf(msg, len, "%s: '%s' is not one of %s", k->name, val,
+                     words);
+            return -1;
+        }
+        *(int *)f = k->words[i].value;
+        break;
+    }
+    return check_field(k, base, val, msg, len);
+}
+
+/* ---- the file -------------------------------------------------------- */
+
+struct parse {
+    const char *path;
+    FILE *fp;
+    char *line;                 /* getline's buffer, owned */
+    size_t cap;
+    int lineno;                 /* of the line last read */
+    int ioerr;                  /* errno of a failed read, or 0 */
+    struct gq_config cfg;       /* defaults, then the file's values */
+    int any_class;              /* the file has a [class ...] header */
+    int nclasses;
+    struct class_ext cls[GQ_MAX_CLASSES];
+    int sec;                    /* index in sections, SEC_NONE, SEC_SKIP */
+    int cur;                    /* the class, while sec is SEC_CLASS */
+    int sec_line[NSECTIONS];    /* header line of each fixed section */
+    int class_line[GQ_MAX_CLASSES];
+    int seen[NSECTIONS][MAX_KEYS];              /* line a key was set on */
+    int class_seen[GQ_MAX_CLASSES][MAX_KEYS];
+    struct errbuf eb;
+};
+
+/* Records "PATH:LINE: message". */
+__attribute__((format(printf, 3, 4))) static void
+perr(struct parse *p, int line, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    int n;
+
+    n = snprintf(msg, sizeof msg, "%s:%d: ", p->path, line);
+    if (n < 0)
+        n = 0;
+    if ((size_t)n < sizeof msg) {
+        va_start(ap, fmt);
+        vsnprintf(msg + n, sizeof msg - (size_t)n, fmt, ap);
+        va_end(ap);
+    }
+    eb_put(&p->eb, msg);
+}
+
+/* Starts the section named by name[0..n) (inside the brackets). */
+static void
+begin_section(struct parse *p, const char *name, size_t n)
+{
+    const char *cname;
+    size_t cn;
+    int i;
+
+    while (n > 0 && isspace((unsigned char)*name)) {
+        name++;
+        n--;
+    }
+    while (n > 0 && isspace((unsigned char)name[n - 1]))
+        n--;
+    p->sec = SEC_SKIP;
+    for (i = 0; i < SEC_CLASS; i++) {
+        if (strlen(sections[i].name) != n ||
+            memcmp(sections[i].name, name, n) != 0)
+            continue;
+        if (p->sec_line[i] != 0) {
+            perr(p, p->lineno, "duplicate section [%s] (first on line %d)",
+                 sections[i].name, p->sec_line[i]);
+            return;
+        }
+        p->sec_line[i] = p->lineno;
+        p->sec = i;
+        return;
+    }
+    if (n < 5 || memcmp(name, "class", 5) != 0 ||
+        (n > 5 && !isspace((unsigned char)name[5]))) {
+        perr(p, p->lineno, "unknown section [%.*s]", (int)n, name);
+        return;
+    }
+    p->any_class = 1;
+    cname = name + 5;
+    cn = n - 5;
+    while (cn > 0 && isspace((unsigned char)*cname)) {
+        cname++;
+        cn--;
+    }
+    if (cn == 0) {
+        perr(p, p->lineno, "missing class name: write [class NAME]");
+        return;
+    }
+    if (!class_name_ok(cname, cn)) {
+        perr(p, p->lineno,
+             "bad class name '%.*s': use 1 to %d of A-Z a-z 0-9 _ . -",
+             (int)cn, cname, GQ_NAME_MAX - 1);
+        return;
+    }
+    for (i = 0; i < p->nclasses; i++) {
+        if (strlen(p->cls[i].conf.name) == cn &&
+            memcmp(p->cls[i].conf.name, cname, cn) == 0) {
+            perr(p, p->lineno,
+                 "duplicate section [class %.*s] (first on line %d)",
+                 (int)cn, cname, p->class_line[i]);
+            return;
+        }
+    }
+    if (p->nclasses == GQ_MAX_CLASSES) {
+        perr(p, p->lineno, "too many classes (at most %d)", GQ_MAX_CLASSES);
+        return;
+    }
+    i = p->nclasses++;
+    p->cls[i] = class_defaults;
+    memcpy(p->cls[i].conf.name, cname, cn);
+    p->cls[i].conf.name[cn] = '\0';
+    p->class_line[i] = p->lineno;
+    p->sec = SEC_CLASS;
+    p->cur = i;
+}
+
+/*
+ * Cuts s at its first inline comment: a ';' after whitespace, as inih
+ * has it.  "#" and ";" start a comment only at the start of a line.
+ */
+static void
+cut_comment(char *s)
+{
+    int was_space = 0;
+
+    for (; *s != '\0'; s++) {
+        if (was_space && *s == ';') {
+            *s = '\0';
+            return;
+        }
+        was_space = isspace((unsigned char)*s);
+    }
+}
+
+/*
+ * inih's reader.  Reads one line of the file and returns in str what
+ * inih is to see of it: the line itself, trimmed and without its
+ * comment, if it is "key = value", else a blank line (after handling a
+ * header or recording an error).  NULL at the end of the file or on a
+ * read error (p->ioerr).
+ */
+static char *
+reader(char *str, int num, void *stream)
+{
+    struct parse *p = stream;
+    ssize_t n;
+    char *s, *end;
+    size_t len;
+
+    errno = 0;
+    n = getline(&p->line, &p->cap, p->fp);
+    if (n < 0) {
+        if (!feof(p->fp))
+            p->ioerr = errno != 0 ? errno : EIO;
+        return NULL;
+    }
+    p->lineno++;
+    strcpy(str, "\n");
+    s = p->line;
+    if (strlen(s) != (size_t)n) {
+        perr(p, p->lineno, "the line holds a NUL byte");
+        return str;
+    }
+    if (p->lineno == 1 && n >= 3 && memcmp(s, "\xEF\xBB\xBF", 3) == 0)
+        s += 3;                 /* UTF-8 byte order mark */
+    while (isspace((unsigned char)*s))
+        s++;
+    if (*s == '\0' || *s == ';' || *s == '#')
+        return str;
+    cut_comment(s);
+    len = strlen(s);
+    while (len > 0 && isspace((unsigned char)s[len - 1]))
+        s[--len] = '\0';
+
+    if (*s == '[') {
+        /* After a bad header, its keys are not reported one by one. */
+        p->sec = SEC_SKIP;
+        end = strchr(s, ']');
+        if (end == NULL)
+            perr(p, p->lineno, "missing ']' at the end of the section name");
+        else if (end[1] != '\0')
+            perr(p, p->lineno, "unexpected text after ']'");
+        else
+            begin_section(p, s + 1, (size_t)(end - s - 1));
+        return str;
+    }
+    end = s + strcspn(s, "=:");
+    if (*end == '\0') {
+        perr(p, p->lineno, "expected 'key = value' or '[section]'");
+        return str;
+    }
+    if (end == s) {
+        perr(p, p->lineno, "missing key before '%c'", *end);
+        return str;
+    }
+    /* inih wants room for the newline and the NUL (and a CR). */
+    if (num < 3 || len > (size_t)num - 3) {
+        perr(p, p->lineno, "line too long (at most %d characters before "
+             "a comment)", num - 3);
+        return str;
+    }
+    memcpy(str, s, len);
+    memcpy(str + len, "\n", 2);
+    return str;
+}
+
+/* inih's handler: one "key = value" of the line the reader last read. */
+static int
+handler(void *user, const char *section, const char *name, const char *value)
+{
+    struct parse *p = user;
+    const struct secdef *sd;
+    char msg[768];
+    int *seen;
+    void *base;
+    int i;
+
+    (void)section;              /* the reader follows the headers */
+    if (p->sec == SEC_SKIP)
+        return 1;               /* its header was reported */
+    if (p->sec == SEC_NONE) {
+        perr(p, p->lineno, "'%s' is outside any section", name);
+        return 1;
+    }
+    sd = &sections[p->sec];
+    for (i = 0; i < sd->nkeys; i++)
+        if (strcmp(sd->keys[i].name, name) == 0)
+            break;
+    if (i == sd->nkeys) {
+        if (p->sec == SEC_CLASS)
+            perr(p, p->lineno, "unknown key '%s' in [class %s]", name,
+                 p->cls[p->cur].conf.name);
+        else
+            perr(p, p->lineno, "unknown key '%s' in [%s]", name, sd->name);
+        return 1;
+    }
+    if (p->sec == SEC_CLASS) {
+        seen = &p->class_seen[p->cur][i];
+        base = &p->cls[p->cur];
+    } else {
+        seen = &p->seen[p->sec][i];
+        base = &p->cfg;
+    }
+    if (*seen != 0) {
+        perr(p, p->lineno, "%s is set twice (first on line %d)", name,
+             *seen);
+        return 1;
+    }
+    *seen = p->lineno;
+    if (set_value(&sd->keys[i], base, value, msg, sizeof msg) != 0)
+        perr(p, p->lineno, "%s", msg);
+    return 1;                   /* go on: every error is recorded */
+}
+
+/* ---- the interface ----------------------------------------------------- */
+
+/* Copies class i of the seed or a file into c. */
+static void
+put_class(struct gq_config *c, int i, const struct class_ext *x)
+{
+    c->classes[i] = x->conf;
+    c->backoff_base[i] = x->backoff_base;
+    c->backoff_max[i] = x->backoff_max;
+}
+
+void
+gq_config_defaults(struct gq_config *c)
+{
+    int i;
+
+    memset(c, 0, sizeof *c);
+    snprintf(c->listen, sizeof c->listen, "%s", "127.0.0.1:7707");
+    snprintf(c->data_dir, sizeof c->data_dir, "%s", "var");
+    c->max_body = 2097152;
+    c->max_payload = 1048576;
+    c->max_parked = 1024;
+    c->request_timeout = 30;
+    c->drain_timeout = 30;
+    c->retention = 604800;
+    c->synchronous = 2;
+    c->slots = 1;
+    c->share_by = GQ_SHARE_TIME;
+    c->nclasses = NSEED;
+    for (i = 0; i < NSEED; i++)
+        put_class(c, i, &seed_classes[i]);
+}
+
+int
+gq_config_load(struct gq_config *c, const char *path, char *err,
+               int errlen)
+{
+    struct parse *p;
+    int r, i, ret;
+
+    gq_config_defaults(c);
+    p = calloc(1, sizeof *p);
+    if (p == NULL) {
+        if (err != NULL && errlen > 0)
+            snprintf(err, (size_t)errlen, "%s: out of memory", path);
+        return GQ_ENOMEM;
+    }
+    eb_init(&p->eb, err, errlen);
+    p->path = path;
+    p->sec = SEC_NONE;
+    gq_config_defaults(&p->cfg);
+    p->fp = fopen(path, "r");
+    if (p->fp == NULL) {
+        if (err != NULL && errlen > 0)
+            snprintf(err, (size_t)errlen, "%s: cannot open: %s", path,
+                     strerror(errno));
+        free(p);
+        return GQ_EIO;
+    }
+    r = ini_parse_stream(reader, p, handler, p);
+    fclose(p->fp);
+    free(p->line);
+    if (p->ioerr != 0) {
+        if (err != NULL && errlen > 0)
+            snprintf(err, (size_t)errlen, "%s: cannot read: %s", path,
+                     strerror(p->ioerr));
+        ret = p->ioerr == ENOMEM ? GQ_ENOMEM : GQ_EIO;
+        free(p);
+        return ret;
+    }
+    if (r > 0)                  /* inih saw what the reader let pass */
+        perr(p, r, "syntax error");
+    else if (r < 0)
+        perr(p, p->lineno, "the INI parser failed (%d)", r);
+    if (p->any_class) {
+        p->cfg.nclasses = p->nclasses;
+        for (i = 0; i < GQ_MAX_CLASSES; i++) {
+            if (i < p->nclasses) {
+                put_class(&p->cfg, i, &p->cls[i]);
+            } else {
+                memset(&p->cfg.classes[i], 0, sizeof p->cfg.classes[i]);
+                p->cfg.backoff_base[i] = 0;
+                p->cfg.backoff_max[i] = 0;
+            }
+        }
+    }
+    if (p->eb.n > 0) {
+        eb_finish(&p->eb);
+        free(p);
+        return GQ_EINVAL;
+    }
+    *c = p->cfg;
+    free(p);
+    return 0;
+}
+
+/* Records a plain message (gq_config_check's). */
+__attribute__((format(printf, 2, 3))) static void
+cerr(struct errbuf *eb, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    eb_put(eb, msg);
+}
+
+int
+gq_config_check(const struct gq_config *c, char *err, int errlen)
+{
+    struct errbuf eb;
+    struct class_ext x;
+    char msg[768];
+    int s, i, j, k, n;
+
+    eb_init(&eb, err, errlen);
+    for (s = 0; s < SEC_CLASS; s++)
+        for (k = 0; k < sections[s].nkeys; k++)
+            if (check_field(&sections[s].keys[k], c, NULL, msg,
+                            sizeof msg) != 0)
+                cerr(&eb, "%s", msg);
+    n = c->nclasses;
+    if (n < 1)
+        cerr(&eb, "no class is configured");
+    if (n > GQ_MAX_CLASSES) {
+        cerr(&eb, "too many classes: %d (at most %d)", n, GQ_MAX_CLASSES);
+        n = GQ_MAX_CLASSES;
+    }
+    for (i = 0; i < n; i++) {
+        const char *name = c->classes[i].name;
+        size_t len = strnlen(name, GQ_NAME_MAX);
+        if (len == GQ_NAME_MAX || !class_name_ok(name, len)) {
+            cerr(&eb, "class %d: bad name '%.*s': use 1 to %d of A-Z a-z "
+                 "0-9 _ . -", i + 1, (int)len, name, GQ_NAME_MAX - 1);
+            continue;
+        }
+        for (j = 0; j < i; j++)
+            if (strncmp(c->classes[j].name, name, GQ_NAME_MAX) == 0)
+                break;
+        if (j < i)
+            cerr(&eb, "class %s is defined twice", name);
+        x.conf = c->classes[i];
+        x.backoff_base = c->backoff_base[i];
+        x.backoff_max = c->backoff_max[i];
+        for (k = 0; k < sections[SEC_CLASS].nkeys; k++)
+            if (check_field(&sections[SEC_CLASS].keys[k], &x, NULL, msg,
+                            sizeof msg) != 0)
+                cerr(&eb, "class %s: %s", name, msg);
+    }
+    if (eb.n > 0) {
+        eb_finish(&eb);
+        return GQ_EINVAL;
+    }
+    return 0;
+}

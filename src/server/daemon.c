@@ -1,0 +1,1431 @@
+/*
+ * daemon.c - gpuqd's job life cycle on one event loop: submit, grant,
+ * heartbeat, complete/fail/yield, cancel, requeue, expiry, recovery,
+ * group commit and drain.  The HTTP layer (http.c) parses and replies;
+ * the policy is in core/sched.c; the bytes on disk are in store/.
+ */
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/http.h>
+
+#include "../core/err.h"
+#include "daemon.h"
+#include "log.h"
+
+#define ASSERT(c)                                                           \
+    do {                                                                    \
+        if (!(c)) {                                                         \
+            gq_log(GQ_LOG_ERR, "%s:%d: assertion failed: %s", __FILE__,     \
+                   __LINE__, #c);                                           \
+            abort();                                                        \
+        }                                                                   \
+    } while (0)
+
+static void turn_cb(evutil_socket_t fd, short what, void *arg);
+static void arm_timer(struct gq_daemon *d);
+static void slot_cb(evutil_socket_t fd, short what, void *arg);
+static int recover(struct gq_daemon *d, int keep_running);
+
+/* --- clocks --- */
+
+int64_t
+gq_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static int64_t
+wall_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+int64_t
+gq_wall(const struct gq_daemon *d, int64_t mono)
+{
+    return mono ? mono + d->wall_off_us : 0;
+}
+
+static int64_t
+to_mono(const struct gq_daemon *d, int64_t wall)
+{
+    return wall ? wall - d->wall_off_us : 0;
+}
+
+static void
+set_str(char **dst, const char *src)
+{
+    free(*dst);
+    *dst = src ? strdup(src) : NULL;
+}
+
+static void
+set_json(char **dst, json_t *v)
+{
+    free(*dst);
+    *dst = v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+}
+
+/* --- batches and replies --- */
+
+void
+gq_kick(struct gq_daemon *d)
+{
+    if (!d->turn_armed) {
+        d->turn_armed = 1;
+        event_active(d->turn_ev, EV_TIMEOUT, 0);
+    }
+}
+
+int
+gq_batch(struct gq_daemon *d)
+{
+    int rc;
+    if (d->batch_failed)
+        return GQ_ESTORE;
+    if (d->in_batch)
+        return 0;
+    rc = gq_store_begin(d->store, d->errbuf);
+    if (rc < 0) {
+        gq_log(GQ_LOG_ERR, "store: begin: %s", d->errbuf);
+        return rc;
+    }
+    d->in_batch = 1;
+    gq_kick(d);
+    return 0;
+}
+
+/* Notes a store call's result: any failure poisons the whole batch. */
+static int
+checked(struct gq_daemon *d, int rc, const char *what)
+{
+    if (rc < 0 && rc != GQ_ENOENT) {
+        if (!d->batch_failed)
+            gq_log(GQ_LOG_ERR, "store: %s: %s", what, d->errbuf);
+        d->batch_failed = 1;
+        gq_kick(d);
+    }
+    return rc;
+}
+
+static void
+send_now(struct evhttp_request *req, int status, const char *body,
+         const char *retry_after)
+{
+    if (req == NULL) /* its connection closed while the reply waited */
+        return;
+    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+    struct evbuffer *b = evhttp_request_get_output_buffer(req);
+    const char *reason = status == 200 ? "OK" : NULL;
+    if (body) {
+        evhttp_add_header(h, "Content-Type", "application/json");
+        evbuffer_add(b, body, strlen(body));
+        evbuffer_add(b, "\n", 1);
+    }
+    if (retry_after)
+        evhttp_add_header(h, "Retry-After", retry_after);
+    evhttp_send_reply(req, status, reason, NULL);
+}
+
+static void
+pending_close_cb(struct evhttp_connection *evcon, void *arg)
+{
+    struct gq_pending *p = arg;
+    p->req = NULL;
+}
+
+static void
+send_err_now(struct evhttp_request *req, int err)
+{
+    json_t *e = json_pack("{s:{s:s,s:s}}", "error", "code", gq_err_name(err),
+                          "message", gq_err_msg(err));
+    char *t = json_dumps(e, JSON_COMPACT);
+    json_decref(e);
+    send_now(req, gq_err_http(err), t, NULL);
+    free(t);
+}
+
+void
+gq_reply(struct gq_daemon *d, struct evhttp_request *req, int status,
+         json_t *body)
+{
+    char *text = body ? json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(6))
+                     : NULL;
+    const char *ra = NULL;
+    json_decref(body);
+    if (status == 429)
+        ra = "1";
+    if (!d->in_batch && !d->batch_failed) {
+        send_now(req, status, text, ra);
+        free(text);
+        return;
+    }
+    struct gq_pending *p = calloc(1, sizeof *p);
+    if (p == NULL) {
+        send_now(req, 503, NULL, NULL);
+        free(text);
+        return;
+    }
+    p->req = req;
+    p->status = status;
+    p->body = text;
+    p->retry_after = ra ? strdup(ra) : NULL;
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    if (evcon)
+        evhttp_connection_set_closecb(evcon, pending_close_cb, p);
+    *d->pend_tail = p;
+    d->pend_tail = &p->next;
+    gq_kick(d);
+}
+
+void
+gq_reply_err(struct gq_daemon *d, struct evhttp_request *req, int err,
+             const char *field, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    json_t *e = json_pack("{s:s, s:s}", "code", gq_err_name(err),
+                          "message", msg);
+    if (field)
+        json_object_set_new(e, "field", json_string(field));
+    gq_reply(d, req, gq_err_http(err), json_pack("{s:o}", "error", e));
+}
+
+/* Sends every queued reply: as queued after a commit, as 503s (nothing
+ * was stored) after a failed one. */
+static void
+flush_replies(struct gq_daemon *d, int failed, int err)
+{
+    struct gq_pending *p = d->pend_head, *next;
+    d->pend_head = NULL;
+    d->pend_tail = &d->pend_head;
+    for (; p; p = next) {
+        next = p->next;
+        if (p->req) {
+            struct evhttp_connection *evcon =
+                evhttp_request_get_connection(p->req);
+            if (evcon)
+                evhttp_connection_set_closecb(evcon, NULL, NULL);
+        }
+        if (failed) {
+            send_err_now(p->req, err);
+        } else {
+            send_now(p->req, p->status, p->body, p->retry_after);
+        }
+        free(p->body);
+        free(p->retry_after);
+        free(p);
+    }
+}
+
+/* --- events (SSE) --- */
+
+void
+gq_publish(struct gq_daemon *d, const struct gq_jobrec *r,
+           const struct gq_job *j)
+{
+    char id[32], at[96];
+    if (d->parks[GQ_PARK_SSE] == NULL)
+        return;
+    if (d->sse_batch == NULL)
+        d->sse_batch = json_array();
+    int64_t w = wall_now();
+    time_t secs = (time_t)(w / 1000000);
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    snprintf(at, sizeof at, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
+             tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+             tm.tm_min, tm.tm_sec, (int)(w / 1000 % 1000));
+    json_t *ev = json_pack("{s:s, s:s, s:s, s:s, s:i, s:s}", "id",
+                           gq_job_id(r->seq, id, sizeof id), "class", r->cls,
+                           "state", gq_state_str((enum gq_state)r->state),
+                           "at", at, "attempts", r->attempts, "kind",
+                           gq_kind_str((enum gq_kind)r->kind));
+    if (j && j->state == GQ_RUNNING)
+        json_object_set_new(ev, "slot", json_integer(j->slot));
+    if (r->err_code)
+        json_object_set_new(ev, "error", json_string(r->err_code));
+    json_array_append_new(d->sse_batch, ev);
+}
+
+static void
+publish_batch(struct gq_daemon *d)
+{
+    json_t *b = d->sse_batch;
+    size_t i;
+    json_t *ev;
+    d->sse_batch = NULL;
+    if (b == NULL)
+        return;
+    json_array_foreach(b, i, ev) gq_http_sse_send(d, ev);
+    json_decref(b);
+}
+
+/* --- parks --- */
+
+static void
+park_timer_cb(evutil_socket_t fd, short what, void *arg);
+
+static void
+park_close_cb(struct evhttp_connection *evcon, void *arg)
+{
+    struct gq_park *p = arg;
+    struct gq_daemon *d = p->d;
+    /* The request is freed by evhttp right after this: forget it. */
+    if (p->type == GQ_PARK_LOCK) {
+        uint64_t seq = p->seq;
+        gq_park_free(p);
+        gq_op_abandon(d, seq, GQ_CANCELLED);
+    } else {
+        gq_park_free(p);
+    }
+}
+
+struct gq_park *
+gq_park_new(struct gq_daemon *d, enum gq_park_type type,
+            struct evhttp_request *req, double wait_s)
+{
+    if (d->nparked >= d->cfg.max_parked)
+        return NULL;
+    struct gq_park *p = calloc(1, sizeof *p);
+    if (p == NULL)
+        return NULL;
+    p->type = type;
+    p->d = d;
+    p->req = req;
+    p->cls = -1;
+    p->evcon = evhttp_request_get_connection(req);
+    p->timer = evtimer_new(d->base, park_timer_cb, p);
+    if (p->timer == NULL) {
+        free(p);
+        return NULL;
+    }
+    if (wait_s >= 0) {
+        struct timeval tv = {(time_t)wait_s,
+                             (suseconds_t)((wait_s - floor(wait_s)) * 1e6)};
+        evtimer_add(p->timer, &tv);
+    }
+    if (p->evcon)
+        evhttp_connection_set_closecb(p->evcon, park_close_cb, p);
+    p->next = d->parks[type];
+    if (p->next)
+        p->next->prev = p;
+    d->parks[type] = p;
+    d->nparked++;
+    if (type == GQ_PARK_LEASE) {
+        /* classes are filled by the caller before the first dispatch */
+    }
+    return p;
+}
+
+void
+gq_park_free(struct gq_park *p)
+{
+    struct gq_daemon *d = p->d;
+    if (p->type == GQ_PARK_LEASE)
+        for (int c = 0; c < GQ_MAX_CLASSES; c++)
+            if (p->classes[c])
+                d->waiting_workers[c]--;
+    if (p->type == GQ_PARK_LOCK) {
+        struct gq_job *j = gq_jobtab_get(&d->jobs, p->seq);
+        if (j && j->owner == p)
+            j->owner = NULL;
+    }
+    if (p->evcon)
+        evhttp_connection_set_closecb(p->evcon, NULL, NULL);
+    if (p->prev)
+        p->prev->next = p->next;
+    else
+        d->parks[p->type] = p->next;
+    if (p->next)
+        p->next->prev = p->prev;
+    d->nparked--;
+    event_free(p->timer);
+    free(p);
+}
+
+static void
+park_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct gq_park *p = arg;
+    struct gq_daemon *d = p->d;
+    struct gq_jobrec r = {0};
+    switch (p->type) {
+    case GQ_PARK_LEASE:
+        gq_reply(d, p->req, 204, NULL);
+        gq_park_free(p);
+        break;
+    case GQ_PARK_JOBWAIT:
+        if (gq_get(d, p->seq, &r) == 0)
+            gq_reply(d, p->req, 200, gq_job_json(d, &r));
+        else
+            gq_reply_err(d, p->req, GQ_ENOENT, NULL, "no such job");
+        gq_jobrec_clear(&r);
+        gq_park_free(p);
+        break;
+    case GQ_PARK_LOCK: {
+        uint64_t seq = p->seq;
+        gq_reply_err(d, p->req, GQ_ETIMEDOUT, "wait",
+                     "the lock was not granted within the wait");
+        gq_park_free(p);
+        gq_op_abandon(d, seq, GQ_EXPIRED);
+        break;
+    }
+    case GQ_PARK_SSE: {
+        /* Keep-alive comment; a stream whose reader has stalled is cut. */
+        struct evbuffer *b = evbuffer_new();
+        evbuffer_add_printf(b, ": ping\n\n");
+        evhttp_send_reply_chunk(p->req, b);
+        evbuffer_free(b);
+        struct timeval tv = {15, 0};
+        evtimer_add(p->timer, &tv);
+        break;
+    }
+    }
+}
+
+/* --- job life --- */
+
+int
+gq_get(struct gq_daemon *d, uint64_t seq, struct gq_jobrec *rec)
+{
+    int rc = d->store->ops->get(d->store, seq, rec, d->errbuf);
+    if (rc < 0 && rc != GQ_ENOENT)
+        gq_log(GQ_LOG_ERR, "store: get: %s", d->errbuf);
+    return rc;
+}
+
+static int
+store_update(struct gq_daemon *d, const struct gq_jobrec *r,
+             const char *detail)
+{
+    int rc = d->store->ops->update(d->store, r, d->errbuf);
+    if (checked(d, rc, "update") < 0)
+        return rc;
+    rc = d->store->ops->event(d->store, r->seq, wall_now(),
+                              gq_state_str((enum gq_state)r->state), detail,
+                              d->errbuf);
+    return checked(d, rc, "event");
+}
+
+/* Replies to every GET ?wait= parked on this job. */
+static void
+wake_jobwaits(struct gq_daemon *d, const struct gq_jobrec *r)
+{
+    struct gq_park *p = d->parks[GQ_PARK_JOBWAIT], *next;
+    for (; p; p = next) {
+        next = p->next;
+        if (p->seq == r->seq) {
+            gq_reply(d, p->req, 200, gq_job_json(d, r));
+            gq_park_free(p);
+        }
+    }
+}
+
+/* The job reached a terminal state: stored, and gone from memory. */
+static void
+finish_job(struct gq_daemon *d, struct gq_job *j, struct gq_jobrec *r,
+           int64_t now, const char *detail)
+{
+    r->finished_us = gq_wall(d, now);
+    r->ready_at_us = 0;
+    if (store_update(d, r, detail) < 0)
+        return;
+    d->metrics.finished[j->cls][r->state]++;
+    j->state = (uint8_t)r->state;
+    gq_publish(d, r, j);
+    wake_jobwaits(d, r);
+    if (j->owner) {
+        struct gq_park *p = j->owner;
+        j->owner = NULL;
+        gq_park_free(p);
+    }
+    gq_jobtab_del(&d->jobs, j);
+    free(j);
+}
+
+/* Ends j's grant at now: slot freed, times charged to the record. */
+static void
+end_grant(struct gq_daemon *d, struct gq_job *j, struct gq_jobrec *r,
+          int64_t now)
+{
+    int slot = j->slot;
+    const struct gq_class_conf *cc = gq_sched_conf(d->sched, j->cls);
+    (void)cc;
+    evtimer_del(d->slot_ev[slot]);
+    gq_sched_release(d->sched, j, now);
+    gq_hist_add(&d->metrics.hold[j->cls],
+                (double)(now - j->grant_us) / 1e6);
+    r->ended_us = gq_wall(d, now);
+    r->run_us += now - j->grant_us;
+    d->slot_free_at[slot] = 0;
+    for (int c = 0; c < gq_sched_nclasses(d->sched); c++) {
+        struct gq_class_stats st;
+        gq_sched_stats(d->sched, c, &st);
+        if (st.ready > 0) {
+            d->slot_free_at[slot] = now;
+            break;
+        }
+    }
+}
+
+/* Back to the queue, after delay_us of backoff (0 = at once). */
+static void
+requeue_job(struct gq_daemon *d, struct gq_job *j, struct gq_jobrec *r,
+            int64_t now, int64_t delay_us, const char *detail)
+{
+    j->ready_at_us = delay_us > 0 ? now + delay_us : 0;
+    j->deadline_us = 0;
+    j->token = r->token;
+    r->state = GQ_QUEUED;
+    r->ready_at_us = gq_wall(d, j->ready_at_us);
+    r->deadline_us = 0;
+    gq_sched_enqueue(d->sched, j, now);
+    if (store_update(d, r, detail) < 0)
+        return;
+    gq_publish(d, r, j);
+}
+
+static int64_t
+backoff_us(struct gq_daemon *d, int cls, int attempts)
+{
+    double base = d->cfg.backoff_base[cls], max = d->cfg.backoff_max[cls];
+    double delay = base * ldexp(1.0, attempts > 1 ? attempts - 1 : 0);
+    if (delay > max)
+        delay = max;
+    delay *= 0.5 + 0.5 * ((double)random() / (double)RAND_MAX);
+    return (int64_t)(delay * 1e6);
+}
+
+static int
+servable(void *ud, const struct gq_job *j)
+{
+    struct gq_daemon *d = ud;
+    if (j->kind == GQ_KIND_LOCK)
+        return j->owner != NULL;
+    return d->waiting_workers[j->cls] > 0;
+}
+
+static struct gq_park *
+find_worker(struct gq_daemon *d, int cls)
+{
+    /* Parks are pushed at the head; the longest waiting is the last. */
+    struct gq_park *p = d->parks[GQ_PARK_LEASE], *found = NULL;
+    for (; p; p = p->next)
+        if (p->classes[cls])
+            found = p;
+    return found;
+}
+
+static void
+grant(struct gq_daemon *d, struct gq_job *j, int64_t now)
+{
+    const struct gq_class_conf *cc = gq_sched_conf(d->sched, j->cls);
+    struct gq_park *p;
+    struct gq_jobrec r = {0};
+    char detail[256];
+
+    p = j->kind == GQ_KIND_LOCK ? j->owner : find_worker(d, j->cls);
+    ASSERT(p != NULL);
+    if (checked(d, gq_get(d, j->seq, &r), "get") < 0) {
+        gq_jobrec_clear(&r);
+        return;
+    }
+    j->token = ++d->fence;
+    j->attempts++;
+    j->owner = NULL;
+    j->expires_us = now + (int64_t)(cc->lease_ttl * 1e6);
+    checked(d, d->store->ops->meta_set(d->store, "fence", (int64_t)d->fence,
+                                       d->errbuf),
+            "meta");
+    r.state = GQ_RUNNING;
+    r.attempts = j->attempts;
+    r.token = j->token;
+    r.started_us = gq_wall(d, now);
+    r.ended_us = 0;
+    r.ready_at_us = 0;
+    r.wait_us += now - j->enq_us;
+    if (p->type == GQ_PARK_LEASE)
+        set_str(&r.holder, p->worker[0] ? p->worker : NULL);
+    snprintf(detail, sizeof detail, "{\"token\":%llu,\"slot\":%d}",
+             (unsigned long long)j->token, j->slot);
+    if (store_update(d, &r, detail) == 0) {
+        struct timeval tv = {(time_t)cc->lease_ttl,
+                             (suseconds_t)((cc->lease_ttl -
+                                            floor(cc->lease_ttl)) * 1e6)};
+        evtimer_assign(d->slot_ev[j->slot], d->base, slot_cb, d);
+        evtimer_add(d->slot_ev[j->slot], &tv);
+        d->metrics.grants[j->cls]++;
+        gq_hist_add(&d->metrics.wait[j->cls],
+                    (double)(now - j->enq_us) / 1e6);
+        if (d->slot_free_at[j->slot]) {
+            gq_hist_add(&d->metrics.handoff,
+                        (double)(now - d->slot_free_at[j->slot]) / 1e6);
+            d->slot_free_at[j->slot] = 0;
+        }
+        gq_publish(d, &r, j);
+        gq_http_grant(d, p, &r, cc->lease_ttl);
+    }
+    gq_park_free(p);
+    gq_jobrec_clear(&r);
+}
+
+static void
+dispatch(struct gq_daemon *d)
+{
+    while (!d->batch_failed && gq_sched_free_slots(d->sched) > 0) {
+        int64_t now = gq_now();
+        struct gq_job *j = gq_sched_pick(d->sched, now, servable, d);
+        if (j == NULL)
+            break;
+        if (gq_batch(d) < 0) {
+            /* Could not start a batch: undo the pick, try next turn. */
+            gq_sched_release(d->sched, j, now);
+            gq_sched_enqueue(d->sched, j, now);
+            break;
+        }
+        grant(d, j, now);
+    }
+}
+
+static void
+slot_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct gq_daemon *d = arg;
+    int64_t now = gq_now();
+    for (int s = 0; s < gq_sched_nslots(d->sched); s++) {
+        struct gq_job *j = gq_sched_slot(d->sched, s);
+        if (j == NULL || j->expires_us > now)
+            continue;
+        struct gq_jobrec r = {0};
+        if (gq_batch(d) < 0 || checked(d, gq_get(d, j->seq, &r), "get") < 0) {
+            gq_jobrec_clear(&r);
+            return;
+        }
+        const struct gq_class_conf *cc = gq_sched_conf(d->sched, j->cls);
+        gq_log(GQ_LOG_INFO, "j%llu: lease expired (token %llu)",
+               (unsigned long long)j->seq, (unsigned long long)j->token);
+        end_grant(d, j, &r, now);
+        d->metrics.lease_expired[j->cls]++;
+        set_str(&r.err_code, "lease_expired");
+        set_str(&r.err_msg, "the lease was not heartbeated within its ttl");
+        if (j->kind == GQ_KIND_LOCK) {
+            r.state = GQ_FAILED;
+            finish_job(d, j, &r, now, "{\"error\":\"lease_expired\"}");
+        } else if (j->attempts >= cc->max_attempts) {
+            r.state = GQ_DEAD;
+            finish_job(d, j, &r, now, "{\"error\":\"lease_expired\"}");
+        } else {
+            requeue_job(d, j, &r, now, backoff_us(d, j->cls, j->attempts),
+                        "{\"error\":\"lease_expired\"}");
+        }
+        gq_jobrec_clear(&r);
+    }
+    gq_kick(d);
+}
+
+int
+gq_op_submit(struct gq_daemon *d, const struct gq_submit *s,
+             struct gq_jobrec *r, int *created)
+{
+    int cls = gq_sched_class(d->sched, s->cls), rc;
+    const struct gq_class_conf *cc;
+    int64_t now = gq_now();
+    *created = 0;
+    if (cls < 0)
+        return GQ_ENOCLASS;
+    cc = gq_sched_conf(d->sched, cls);
+    if (s->idem_key) {
+        uint64_t seq;
+        rc = d->store->ops->find_key(d->store, s->idem_key, &seq, d->errbuf);
+        if (rc == 0)
+            return gq_get(d, seq, r);
+        if (rc != GQ_ENOENT)
+            return checked(d, rc, "find_key");
+    }
+    if (s->kind == GQ_KIND_LOCK && d->draining)
+        return GQ_EDRAINING;
+    if (gq_sched_queued(d->sched, cls) >= (uint32_t)cc->max_queue)
+        return GQ_EFULL;
+    memset(r, 0, sizeof *r);
+    r->payload = s->payload ? json_dumps(s->payload,
+                                         JSON_COMPACT | JSON_ENCODE_ANY)
+                            : strdup("null");
+    if (r->payload == NULL)
+        return GQ_ENOMEM;
+    if ((long)strlen(r->payload) > d->cfg.max_payload) {
+        gq_jobrec_clear(r);
+        return GQ_ETOOBIG;
+    }
+    struct gq_job *j = malloc(sizeof *j);
+    if (j == NULL) {
+        gq_jobrec_clear(r);
+        return GQ_ENOMEM;
+    }
+    if ((rc = gq_batch(d)) < 0) {
+        free(j);
+        gq_jobrec_clear(r);
+        return rc;
+    }
+    snprintf(r->cls, sizeof r->cls, "%s", cc->name);
+    r->priority = s->priority;
+    r->state = GQ_QUEUED;
+    r->kind = s->kind;
+    set_json(&r->metadata, s->metadata);
+    set_str(&r->idem_key, s->idem_key);
+    set_str(&r->holder, s->holder);
+    r->created_us = gq_wall(d, now);
+    double qt = s->queue_timeout >= 0 ? s->queue_timeout : cc->queue_timeout;
+    int64_t deadline = qt > 0 ? now + (int64_t)(qt * 1e6) : 0;
+    r->deadline_us = gq_wall(d, deadline);
+    rc = checked(d, d->store->ops->insert(d->store, r, d->errbuf), "insert");
+    if (rc == 0)
+        rc = checked(d, d->store->ops->event(d->store, r->seq, r->created_us,
+                                             "queued", NULL, d->errbuf),
+                     "event");
+    if (rc < 0) {
+        free(j);
+        gq_jobrec_clear(r);
+        return rc;
+    }
+    gq_job_init(j, r->seq, (uint16_t)cls, s->priority, s->kind);
+    j->deadline_us = deadline;
+    if (gq_jobtab_put(&d->jobs, j) < 0) {
+        free(j);
+        d->batch_failed = 1; /* the row exists; memory does not: resync */
+        gq_kick(d);
+        gq_jobrec_clear(r);
+        return GQ_ENOMEM;
+    }
+    gq_sched_enqueue(d->sched, j, now);
+    d->metrics.submitted[cls]++;
+    gq_publish(d, r, j);
+    *created = 1;
+    gq_kick(d);
+    return 0;
+}
+
+int
+gq_op_cancel(struct gq_daemon *d, uint64_t seq, struct gq_jobrec *r)
+{
+    struct gq_job *j = gq_jobtab_get(&d->jobs, seq);
+    int64_t now = gq_now();
+    int rc;
+    if (j == NULL) {
+        rc = gq_get(d, seq, r);
+        return rc < 0 ? rc : GQ_ESTATE;
+    }
+    if ((rc = gq_batch(d)) < 0)
+        return rc;
+    if ((rc = checked(d, gq_get(d, seq, r), "get")) < 0)
+        return rc;
+    if (j->state == GQ_RUNNING)
+        end_grant(d, j, r, now);
+    else
+        gq_sched_remove(d->sched, j);
+    if (j->owner) {
+        struct gq_park *p = j->owner;
+        gq_reply_err(d, p->req, GQ_ESTATE, NULL, "the lock request was "
+                     "cancelled");
+    }
+    r->state = GQ_CANCELLED;
+    set_str(&r->err_code, "cancelled");
+    set_str(&r->err_msg, "cancelled by request");
+    finish_job(d, j, r, now, NULL);
+    gq_kick(d);
+    return 0;
+}
+
+int
+gq_op_requeue(struct gq_daemon *d, uint64_t seq, struct gq_jobrec *r)
+{
+    int rc, cls;
+    int64_t now = gq_now();
+    if (gq_jobtab_get(&d->jobs, seq) != NULL) {
+        rc = gq_get(d, seq, r);
+        return rc < 0 ? rc : GQ_ESTATE;
+    }
+    if ((rc = gq_get(d, seq, r)) < 0)
+        return rc;
+    if (r->state == GQ_SUCCEEDED || r->kind == GQ_KIND_LOCK)
+        return GQ_ESTATE;
+    if ((cls = gq_sched_class(d->sched, r->cls)) < 0)
+        return GQ_ENOCLASS;
+    struct gq_job *j = malloc(sizeof *j);
+    if (j == NULL)
+        return GQ_ENOMEM;
+    gq_job_init(j, seq, (uint16_t)cls, r->priority, GQ_KIND_JOB);
+    if ((rc = gq_batch(d)) < 0 || gq_jobtab_put(&d->jobs, j) < 0) {
+        free(j);
+        return rc < 0 ? rc : GQ_ENOMEM;
+    }
+    j->token = r->token;
+    r->attempts = 0;
+    r->finished_us = 0;
+    set_str(&r->err_code, NULL);
+    set_str(&r->err_msg, NULL);
+    requeue_job(d, j, r, now, 0, "{\"requeue\":true}");
+    gq_kick(d);
+    return 0;
+}
+
+int
+gq_op_finish(struct gq_daemon *d, uint64_t seq, uint64_t token,
+             const struct gq_finish *f, struct gq_jobrec *r)
+{
+    struct gq_job *j = gq_jobtab_get(&d->jobs, seq);
+    int64_t now = gq_now();
+    int rc;
+    if (j == NULL || j->state != GQ_RUNNING || j->token != token)
+        return GQ_ESTALE;
+    if ((f->how == GQ_END_RELEASE) != (j->kind == GQ_KIND_LOCK))
+        return GQ_ENOENT;
+    if ((rc = gq_batch(d)) < 0)
+        return rc;
+    if ((rc = checked(d, gq_get(d, seq, r), "get")) < 0)
+        return rc;
+    const struct gq_class_conf *cc = gq_sched_conf(d->sched, j->cls);
+    end_grant(d, j, r, now);
+    switch (f->how) {
+    case GQ_END_COMPLETE:
+    case GQ_END_RELEASE:
+        r->state = GQ_SUCCEEDED;
+        set_json(&r->result, f->result);
+        finish_job(d, j, r, now, NULL);
+        break;
+    case GQ_END_YIELD:
+        /* A yield is not a failed attempt. */
+        if (j->attempts > 0)
+            j->attempts--;
+        r->attempts = j->attempts;
+        if (f->result)
+            set_json(&r->progress, f->result);
+        requeue_job(d, j, r, now, 0, "{\"yield\":true}");
+        break;
+    case GQ_END_FAIL:
+        set_str(&r->err_code, f->err_code ? f->err_code : "failed");
+        set_str(&r->err_msg, f->err_msg);
+        if (!f->retryable) {
+            r->state = GQ_FAILED;
+            finish_job(d, j, r, now, "{\"retryable\":false}");
+        } else if (j->attempts >= cc->max_attempts) {
+            r->state = GQ_DEAD;
+            finish_job(d, j, r, now, "{\"retryable\":true}");
+        } else {
+            requeue_job(d, j, r, now, backoff_us(d, j->cls, j->attempts),
+                        "{\"retryable\":true}");
+        }
+        break;
+    }
+    gq_kick(d);
+    return 0;
+}
+
+int
+gq_op_heartbeat(struct gq_daemon *d, uint64_t seq, uint64_t token,
+                double *ttl, int *yield)
+{
+    struct gq_job *j = gq_jobtab_get(&d->jobs, seq);
+    if (j == NULL || j->state != GQ_RUNNING || j->token != token)
+        return GQ_ESTALE;
+    const struct gq_class_conf *cc = gq_sched_conf(d->sched, j->cls);
+    int64_t now = gq_now();
+    j->expires_us = now + (int64_t)(cc->lease_ttl * 1e6);
+    struct timeval tv = {(time_t)cc->lease_ttl,
+                         (suseconds_t)((cc->lease_ttl -
+                                        floor(cc->lease_ttl)) * 1e6)};
+    evtimer_add(d->slot_ev[j->slot], &tv);
+    *ttl = cc->lease_ttl;
+    *yield = 0;
+    for (int c = 0; c < gq_sched_nclasses(d->sched); c++) {
+        struct gq_class_stats st;
+        if (gq_sched_conf(d->sched, c)->priority <= cc->priority)
+            continue;
+        gq_sched_stats(d->sched, c, &st);
+        if (st.ready > 0)
+            *yield = 1;
+    }
+    return 0;
+}
+
+void
+gq_op_abandon(struct gq_daemon *d, uint64_t seq, enum gq_state how)
+{
+    struct gq_job *j = gq_jobtab_get(&d->jobs, seq);
+    struct gq_jobrec r = {0};
+    if (j == NULL || j->state != GQ_QUEUED || gq_batch(d) < 0 ||
+        checked(d, gq_get(d, seq, &r), "get") < 0) {
+        gq_jobrec_clear(&r);
+        return;
+    }
+    gq_sched_remove(d->sched, j);
+    r.state = how;
+    if (how == GQ_EXPIRED) {
+        set_str(&r.err_code, "timeout");
+        set_str(&r.err_msg, "the lock was not granted within the wait");
+    } else {
+        set_str(&r.err_code, "client_gone");
+        set_str(&r.err_msg, "the client went away while waiting");
+    }
+    finish_job(d, j, &r, gq_now(), NULL);
+    gq_jobrec_clear(&r);
+    gq_kick(d);
+}
+
+/* --- timers: backoff ends, queue deadlines, purge --- */
+
+static void
+timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct gq_daemon *d = arg;
+    int64_t now = gq_now();
+    struct gq_job *j;
+    d->timer_at = 0;
+    gq_sched_tick(d->sched, now);
+    while ((j = gq_sched_pop_expired(d->sched, now)) != NULL) {
+        struct gq_jobrec r = {0};
+        if (gq_batch(d) < 0 || checked(d, gq_get(d, j->seq, &r), "get") < 0) {
+            /* Put it back; the batch failure rebuilds state anyway. */
+            j->deadline_us = 0;
+            gq_sched_enqueue(d->sched, j, now);
+            gq_jobrec_clear(&r);
+            break;
+        }
+        if (j->owner) {
+            struct gq_park *p = j->owner;
+            gq_reply_err(d, p->req, GQ_ETIMEDOUT, "queue_timeout",
+                         "the class's queue_timeout passed");
+        }
+        r.state = GQ_EXPIRED;
+        set_str(&r.err_code, "queue_timeout");
+        set_str(&r.err_msg, "waited longer than its queue_timeout");
+        finish_job(d, j, &r, now, NULL);
+        gq_jobrec_clear(&r);
+    }
+    gq_kick(d);
+}
+
+static void
+arm_timer(struct gq_daemon *d)
+{
+    int64_t at = gq_sched_next_timer(d->sched);
+    if (at == d->timer_at)
+        return;
+    d->timer_at = at;
+    if (at == 0) {
+        evtimer_del(d->timer_ev);
+        return;
+    }
+    int64_t delta = at - gq_now();
+    if (delta < 0)
+        delta = 0;
+    struct timeval tv = {(time_t)(delta / 1000000),
+                         (suseconds_t)(delta % 1000000)};
+    evtimer_add(d->timer_ev, &tv);
+}
+
+static void
+purge_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct gq_daemon *d = arg;
+    int64_t n = 0;
+    if (gq_batch(d) == 0) {
+        int64_t before = wall_now() - (int64_t)(d->cfg.retention * 1e6);
+        if (checked(d, d->store->ops->purge(d->store, before, &n, d->errbuf),
+                    "purge") == 0 &&
+            n > 0)
+            gq_log(GQ_LOG_INFO, "purged %lld finished jobs", (long long)n);
+    }
+    struct timeval tv = {3600, 0};
+    evtimer_add(d->purge_ev, &tv);
+}
+
+/* --- rebuilding memory from the store --- */
+
+static void
+free_job_cb(struct gq_job *j, void *ud)
+{
+    (void)ud;
+    free(j);
+}
+
+/* Throws away the in-memory jobs and scheduler and loads them again from
+ * the store; used after a failed commit. Running grants stay running. */
+static void
+rebuild(struct gq_daemon *d)
+{
+    char msg[256];
+    struct gq_park *p;
+    gq_log(GQ_LOG_WARN, "rebuilding state from the store");
+    /* Lock waiters cannot be matched to what the store kept: fail them. */
+    while ((p = d->parks[GQ_PARK_LOCK]) != NULL) {
+        send_err_now(p->req, GQ_ESTORE);
+        gq_park_free(p);
+    }
+    for (int s = 0; s < gq_sched_nslots(d->sched); s++)
+        evtimer_del(d->slot_ev[s]);
+    gq_jobtab_each(&d->jobs, free_job_cb, NULL);
+    gq_jobtab_close(&d->jobs);
+    gq_sched_free(d->sched);
+    d->sched = gq_sched_new(d->cfg.classes, d->cfg.nclasses, d->cfg.slots,
+                            d->cfg.share_by, (uint32_t)gq_now(), msg,
+                            sizeof msg);
+    ASSERT(d->sched != NULL);
+    ASSERT(gq_jobtab_init(&d->jobs) == 0);
+    if (gq_sched_draining(d->sched) != d->draining)
+        gq_sched_set_draining(d->sched, d->draining);
+    if (recover(d, 1) < 0)
+        gq_log(GQ_LOG_ERR, "rebuild: %s", d->errbuf);
+}
+
+/* --- the end of every loop turn --- */
+
+static void
+check_drained(struct gq_daemon *d)
+{
+    if (d->draining &&
+        gq_sched_free_slots(d->sched) == gq_sched_nslots(d->sched)) {
+        gq_log(GQ_LOG_INFO, "drained; exiting");
+        event_base_loopexit(d->base, NULL);
+    }
+}
+
+static void
+turn_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct gq_daemon *d = arg;
+    int64_t t0 = gq_now();
+    d->turn_armed = 0;
+    dispatch(d);
+    if (d->in_batch || d->batch_failed) {
+        int rc = GQ_ESTORE;
+        int64_t t1 = gq_now();
+        if (d->in_batch && !d->batch_failed)
+            rc = gq_store_commit(d->store, d->errbuf);
+        if (d->in_batch && rc < 0)
+            gq_store_rollback(d->store);
+        d->in_batch = 0;
+        gq_hist_add(&d->metrics.commit, (double)(gq_now() - t1) / 1e6);
+        if (rc == 0) {
+            d->metrics.commits++;
+            flush_replies(d, 0, 0);
+            publish_batch(d);
+        } else {
+            if (rc != GQ_ESTORE || !d->batch_failed)
+                gq_log(GQ_LOG_ERR, "store: commit: %s", d->errbuf);
+            d->metrics.commit_failures++;
+            d->batch_failed = 0;
+            flush_replies(d, 1, rc == GQ_ESTOREFULL ? GQ_ESTOREFULL
+                                                     : GQ_ESTORE);
+            json_decref(d->sse_batch);
+            d->sse_batch = NULL;
+            rebuild(d);
+        }
+    } else {
+        flush_replies(d, 0, 0);
+    }
+    arm_timer(d);
+    check_drained(d);
+    gq_hist_add(&d->metrics.turn, (double)(gq_now() - t0) / 1e6);
+}
+
+/* --- drain and signals --- */
+
+static void
+drain_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct gq_daemon *d = arg;
+    gq_log(GQ_LOG_WARN, "drain deadline passed with grants outstanding; "
+           "they are requeued at the next start");
+    event_base_loopexit(d->base, NULL);
+}
+
+void
+gq_daemon_drain(struct gq_daemon *d, double deadline)
+{
+    struct gq_park *p, *next;
+    if (d->draining)
+        return;
+    gq_log(GQ_LOG_INFO, "draining (deadline %.0fs)", deadline);
+    d->draining = 1;
+    gq_sched_set_draining(d->sched, 1);
+    for (p = d->parks[GQ_PARK_LOCK]; p; p = next) {
+        uint64_t seq = p->seq;
+        next = p->next;
+        gq_reply_err(d, p->req, GQ_EDRAINING, NULL,
+                     "the daemon is draining; no lock will be granted");
+        gq_park_free(p);
+        gq_op_abandon(d, seq, GQ_CANCELLED);
+    }
+    for (p = d->parks[GQ_PARK_LEASE]; p; p = next) {
+        next = p->next;
+        gq_reply_err(d, p->req, GQ_EDRAINING, NULL,
+                     "the daemon is draining; no job will be granted");
+        gq_park_free(p);
+    }
+    for (p = d->parks[GQ_PARK_JOBWAIT]; p; p = next) {
+        struct gq_jobrec r = {0};
+        next = p->next;
+        if (gq_get(d, p->seq, &r) == 0)
+            gq_reply(d, p->req, 200, gq_job_json(d, &r));
+        else
+            gq_reply_err(d, p->req, GQ_EDRAINING, NULL, "draining");
+        gq_jobrec_clear(&r);
+        gq_park_free(p);
+    }
+    for (p = d->parks[GQ_PARK_SSE]; p; p = next) {
+        next = p->next;
+        evhttp_send_reply_end(p->req);
+        gq_park_free(p);
+    }
+    struct timeval tv = {(time_t)deadline,
+                         (suseconds_t)((deadline - floor(deadline)) * 1e6)};
+    evtimer_add(d->drain_ev, &tv);
+    gq_kick(d);
+}
+
+static void
+signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+    struct gq_daemon *d = arg;
+    if (sig == SIGHUP) {
+        gq_log(GQ_LOG_INFO, "SIGHUP: configuration reload is not supported "
+               "yet; restart to apply changes");
+        return;
+    }
+    gq_daemon_drain(d, d->cfg.drain_timeout);
+}
+
+/* --- start-up --- */
+
+struct recover_ctx {
+    struct gq_daemon *d;
+    int keep_running;
+    uint64_t *fix;            /* seqs to fix after the scan */
+    size_t nfix, capfix;
+    int rc;
+};
+
+static int
+add_fix(struct recover_ctx *x, uint64_t seq)
+{
+    if (x->nfix == x->capfix) {
+        size_t cap = x->capfix ? x->capfix * 2 : 64;
+        uint64_t *v = realloc(x->fix, cap * sizeof *v);
+        if (v == NULL)
+            return x->rc = GQ_ENOMEM;
+        x->fix = v;
+        x->capfix = cap;
+    }
+    x->fix[x->nfix++] = seq;
+    return 0;
+}
+
+static int
+recover_one(void *ud, const struct gq_jobrec *r)
+{
+    struct recover_ctx *x = ud;
+    struct gq_daemon *d = x->d;
+    int64_t now = gq_now();
+    int cls = gq_sched_class(d->sched, r->cls);
+    if (cls < 0) {
+        gq_log(GQ_LOG_WARN, "j%llu: class %s is not configured; the job "
+               "stays stored but is not scheduled",
+               (unsigned long long)r->seq, r->cls);
+        return 0;
+    }
+    if (r->token > d->fence)
+        d->fence = r->token;
+    struct gq_job *j = malloc(sizeof *j);
+    if (j == NULL)
+        return x->rc = GQ_ENOMEM;
+    gq_job_init(j, r->seq, (uint16_t)cls, r->priority,
+                (enum gq_kind)r->kind);
+    j->attempts = (uint16_t)r->attempts;
+    j->token = r->token;
+    if (gq_jobtab_put(&d->jobs, j) < 0) {
+        free(j);
+        return x->rc = GQ_ENOMEM;
+    }
+    if (r->kind == GQ_KIND_LOCK && r->state == GQ_QUEUED)
+        return add_fix(x, r->seq); /* its caller is gone */
+    if (r->state == GQ_RUNNING) {
+        int slot = 0;
+        j->state = GQ_RUNNING;
+        if (!x->keep_running)
+            return add_fix(x, r->seq);
+        while (slot < gq_sched_nslots(d->sched) &&
+               gq_sched_slot(d->sched, slot))
+            slot++;
+        if (slot >= gq_sched_nslots(d->sched) ||
+            gq_sched_attach(d->sched, j, slot, now) < 0)
+            return add_fix(x, r->seq);
+        const struct gq_class_conf *cc = gq_sched_conf(d->sched, cls);
+        struct timeval tv = {(time_t)cc->lease_ttl + 1, 0};
+        j->expires_us = now + (int64_t)(cc->lease_ttl * 1e6);
+        evtimer_assign(d->slot_ev[slot], d->base, slot_cb, d);
+        evtimer_add(d->slot_ev[slot], &tv);
+        return 0;
+    }
+    j->ready_at_us = to_mono(d, r->ready_at_us);
+    j->deadline_us = to_mono(d, r->deadline_us);
+    gq_sched_enqueue(d->sched, j, now);
+    return 0;
+}
+
+/* Loads queued and running jobs from the store.  keep_running = 0 (a
+ * start): grants that were live when the daemon died get their attempt
+ * counted and go back to the queue (or dead).  Queued lock jobs have lost
+ * their caller either way and are cancelled. */
+static int
+recover(struct gq_daemon *d, int keep_running)
+{
+    struct recover_ctx x = {d, keep_running, NULL, 0, 0, 0};
+    int rc;
+    int64_t fence = 0;
+    rc = d->store->ops->meta_get(d->store, "fence", &fence, d->errbuf);
+    if (rc < 0)
+        return rc;
+    if ((uint64_t)fence > d->fence)
+        d->fence = (uint64_t)fence;
+    rc = d->store->ops->load_active(d->store, recover_one, &x, d->errbuf);
+    if (rc == 0)
+        rc = x.rc;
+    if (rc == 0 && x.nfix > 0 && (rc = gq_batch(d)) == 0) {
+        int64_t now = gq_now();
+        for (size_t i = 0; i < x.nfix; i++) {
+            struct gq_jobrec r = {0};
+            struct gq_job *j = gq_jobtab_get(&d->jobs, x.fix[i]);
+            if (gq_get(d, x.fix[i], &r) < 0) {
+                gq_jobrec_clear(&r);
+                continue;
+            }
+            int cls = gq_sched_class(d->sched, r.cls);
+            const struct gq_class_conf *cc = gq_sched_conf(d->sched, cls);
+            if (j == NULL) {
+                gq_jobrec_clear(&r);
+                continue;
+            }
+            if (j->slot >= 0)
+                end_grant(d, j, &r, now);
+            set_str(&r.err_code, "daemon_restart");
+            set_str(&r.err_msg, "the daemon restarted while this job "
+                    "waited or held the GPU");
+            if (r.kind == GQ_KIND_LOCK) {
+                r.state = r.state == GQ_RUNNING ? GQ_FAILED : GQ_CANCELLED;
+                finish_job(d, j, &r, now, "{\"restart\":true}");
+            } else if (r.attempts >= cc->max_attempts) {
+                r.state = GQ_DEAD;
+                finish_job(d, j, &r, now, "{\"restart\":true}");
+            } else {
+                requeue_job(d, j, &r, now, 0, "{\"restart\":true}");
+            }
+            gq_jobrec_clear(&r);
+        }
+    }
+    free(x.fix);
+    return rc;
+}
+
+static int
+write_addr(struct gq_daemon *d, struct evhttp_bound_socket *bs)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    char host[128], path[1200], tmp[1300];
+    int port;
+    evutil_socket_t fd = evhttp_bound_socket_get_fd(bs);
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
+        return GQ_EIO;
+    if (ss.ss_family == AF_INET6) {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+        char h[INET6_ADDRSTRLEN];
+        evutil_inet_ntop(AF_INET6, &a->sin6_addr, h, sizeof h);
+        snprintf(host, sizeof host, "[%s]", h);
+        port = ntohs(a->sin6_port);
+    } else {
+        struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+        evutil_inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
+        port = ntohs(a->sin_port);
+    }
+    gq_log(GQ_LOG_INFO, "listening on %s:%d", host, port);
+    snprintf(path, sizeof path, "%s/gpuqd.addr", d->cfg.data_dir);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (f == NULL)
+        return GQ_EIO;
+    fprintf(f, "%s:%d\n", host, port);
+    if (fclose(f) != 0 || rename(tmp, path) != 0)
+        return GQ_EIO;
+    return 0;
+}
+
+int
+gq_daemon_init(struct gq_daemon *d, const struct gq_config *cfg, char *msg,
+               int msglen)
+{
+    char path[1200], host[256];
+    int port;
+    memset(d, 0, sizeof *d);
+    d->cfg = *cfg;
+    d->pend_tail = &d->pend_head;
+    d->started_us = gq_now();
+    d->wall_off_us = wall_now() - d->started_us;
+    srandom((unsigned)(d->wall_off_us ^ getpid()));
+
+    if (mkdir(cfg->data_dir, 0750) < 0 && errno != EEXIST) {
+        snprintf(msg, (size_t)msglen, "%s: %s", cfg->data_dir,
+                 strerror(errno));
+        return GQ_EIO;
+    }
+    d->sched = gq_sched_new(cfg->classes, cfg->nclasses, cfg->slots,
+                            cfg->share_by, (uint32_t)d->wall_off_us, msg,
+                            msglen);
+    if (d->sched == NULL)
+        return GQ_EINVAL;
+    if (gq_jobtab_init(&d->jobs) < 0)
+        return GQ_ENOMEM;
+    snprintf(path, sizeof path, "%s/gpuq.db", cfg->data_dir);
+    struct gq_sqlite_opts so = {cfg->synchronous};
+    d->store = gq_store_sqlite_open(path, &so, d->errbuf);
+    if (d->store == NULL) {
+        snprintf(msg, (size_t)msglen, "%s: %s", path, d->errbuf);
+        return GQ_ESTORE;
+    }
+    d->base = event_base_new();
+    if (d->base == NULL) {
+        snprintf(msg, (size_t)msglen, "event_base_new failed");
+        return GQ_ENOMEM;
+    }
+    d->turn_ev = event_new(d->base, -1, 0, turn_cb, d);
+    d->timer_ev = evtimer_new(d->base, timer_cb, d);
+    d->purge_ev = evtimer_new(d->base, purge_cb, d);
+    d->drain_ev = evtimer_new(d->base, drain_deadline_cb, d);
+    for (int s = 0; s < cfg->slots; s++)
+        d->slot_ev[s] = evtimer_new(d->base, slot_cb, d);
+    int sigs[3] = {SIGTERM, SIGINT, SIGHUP};
+    for (int i = 0; i < 3; i++) {
+        d->sig_ev[i] = evsignal_new(d->base, sigs[i], signal_cb, d);
+        event_add(d->sig_ev[i], NULL);
+    }
+    signal(SIGPIPE, SIG_IGN);
+
+    int rc = recover(d, 0);
+    if (rc < 0) {
+        snprintf(msg, (size_t)msglen, "recovery: %s", d->errbuf);
+        return rc;
+    }
+    if (d->in_batch) {
+        rc = gq_store_commit(d->store, d->errbuf);
+        d->in_batch = 0;
+        if (rc < 0 || d->batch_failed) {
+            snprintf(msg, (size_t)msglen, "recovery commit: %s", d->errbuf);
+            return GQ_ESTORE;
+        }
+    }
+    d->turn_armed = 0;
+    gq_log(GQ_LOG_INFO, "recovered %zu jobs; fence at %llu", d->jobs.count,
+           (unsigned long long)d->fence);
+
+    d->http = evhttp_new(d->base);
+    if (d->http == NULL) {
+        snprintf(msg, (size_t)msglen, "evhttp_new failed");
+        return GQ_ENOMEM;
+    }
+    gq_http_setup(d);
+    /* HOST:PORT, [v6]:PORT */
+    const char *colon = strrchr(cfg->listen, ':');
+    if (colon == NULL || colon == cfg->listen) {
+        snprintf(msg, (size_t)msglen, "bad listen address %s", cfg->listen);
+        return GQ_EINVAL;
+    }
+    size_t hl = (size_t)(colon - cfg->listen);
+    if (cfg->listen[0] == '[' && hl >= 2 && cfg->listen[hl - 1] == ']')
+        snprintf(host, sizeof host, "%.*s", (int)(hl - 2), cfg->listen + 1);
+    else
+        snprintf(host, sizeof host, "%.*s", (int)hl, cfg->listen);
+    port = atoi(colon + 1);
+    struct evhttp_bound_socket *bs =
+        evhttp_bind_socket_with_handle(d->http, host, (ev_uint16_t)port);
+    if (bs == NULL) {
+        snprintf(msg, (size_t)msglen, "cannot listen on %s: %s",
+                 cfg->listen, strerror(errno));
+        return GQ_EIO;
+    }
+    if (write_addr(d, bs) < 0) {
+        snprintf(msg, (size_t)msglen, "cannot write %s/gpuqd.addr",
+                 cfg->data_dir);
+        return GQ_EIO;
+    }
+    purge_cb(-1, 0, d);
+    gq_kick(d);
+    return 0;
+}
+
+int
+gq_daemon_run(struct gq_daemon *d)
+{
+    event_base_dispatch(d->base);
+    /* A last turn for whatever the final callbacks changed. */
+    if (d->in_batch) {
+        if (!d->batch_failed && gq_store_commit(d->store, d->errbuf) == 0)
+            flush_replies(d, 0, 0);
+        else
+            flush_replies(d, 1, GQ_ESTORE);
+        d->in_batch = 0;
+    }
+    return d->exit_code;
+}
+
+void
+gq_daemon_close(struct gq_daemon *d)
+{
+    struct gq_park *p;
+    for (int t = 0; t < 4; t++)
+        while ((p = d->parks[t]) != NULL)
+            gq_park_free(p);
+    flush_replies(d, 1, GQ_EDRAINING);
+    if (d->http)
+        evhttp_free(d->http);
+    if (d->jobs.buckets) {
+        gq_jobtab_each(&d->jobs, free_job_cb, NULL);
+        gq_jobtab_close(&d->jobs);
+    }
+    gq_sched_free(d->sched);
+    if (d->store)
+        gq_store_close(d->store);
+    json_decref(d->sse_batch);
+    for (int s = 0; s < GQ_MAX_SLOTS; s++)
+        if (d->slot_ev[s])
+            event_free(d->slot_ev[s]);
+    for (int i = 0; i < 3; i++)
+        if (d->sig_ev[i])
+            event_free(d->sig_ev[i]);
+    if (d->turn_ev)
+        event_free(d->turn_ev);
+    if (d->timer_ev)
+        event_free(d->timer_ev);
+    if (d->purge_ev)
+        event_free(d->purge_ev);
+    if (d->drain_ev)
+        event_free(d->drain_ev);
+    if (d->base)
+        event_base_free(d->base);
+}

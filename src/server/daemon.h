@@ -1,0 +1,187 @@
+/*
+ * daemon.h - gpuqd's state and the operations the HTTP layer calls.
+ *
+ * One event loop (libevent), one thread.  Every operation that changes a
+ * job writes it to the store inside the current turn's batch; the batch
+ * commits once at the end of the turn (group commit) and only then are
+ * the replies that acknowledge its changes sent (gq_reply_*).  When a
+ * commit fails the batch's replies become 503s and the in-memory state is
+ * rebuilt from the store, so nothing unacknowledged is kept and nothing
+ * acknowledged is lost.
+ */
+#ifndef GQ_DAEMON_H
+#define GQ_DAEMON_H
+
+#include <stdint.h>
+
+#include <event2/event.h>
+#include <event2/http.h>
+#include <jansson.h>
+
+#include "../core/job.h"
+#include "../core/sched.h"
+#include "../store/store.h"
+#include "config.h"
+#include "metrics.h"
+
+#define GQ_VERSION "0.1.0"
+
+enum gq_park_type {
+    GQ_PARK_JOBWAIT, /* GET /v1/jobs/{id}?wait= */
+    GQ_PARK_LEASE,   /* POST /v1/leases */
+    GQ_PARK_LOCK,    /* POST /v1/locks */
+    GQ_PARK_SSE,     /* GET /v1/events */
+};
+
+/* A request held open: a long-poll or an event stream. */
+struct gq_park {
+    enum gq_park_type type;
+    struct gq_daemon *d;
+    struct evhttp_request *req;
+    struct evhttp_connection *evcon;
+    struct event *timer;          /* wait deadline / SSE ping */
+    struct gq_park *prev, *next;  /* in d->parks[type] */
+    uint64_t seq;                 /* JOBWAIT/LOCK: the job; SSE: 0 = any */
+    int cls;                      /* SSE: class filter, -1 = any */
+    uint8_t classes[GQ_MAX_CLASSES]; /* LEASE: classes it takes */
+    char worker[64];              /* LEASE: worker name */
+};
+
+/* A reply held until the batch that it acknowledges has committed. */
+struct gq_pending {
+    struct evhttp_request *req;
+    int status;
+    char *body;                   /* JSON text, owned */
+    char *retry_after;            /* Retry-After value or NULL */
+    struct gq_pending *next;
+};
+
+struct gq_daemon {
+    struct gq_config cfg;
+    struct event_base *base;
+    struct evhttp *http;
+    struct gq_sched *sched;
+    struct gq_store *store;
+    struct gq_jobtab jobs;        /* every job not yet finished */
+    struct gq_metrics metrics;
+
+    /* Group commit. */
+    int in_batch;                 /* BEGIN done this turn */
+    int turn_armed;               /* end-of-turn event activated */
+    struct event *turn_ev;
+    struct gq_pending *pend_head, **pend_tail;
+    json_t *sse_batch;            /* events to publish after commit */
+
+    struct event *timer_ev;       /* backoff ends and queue deadlines */
+    int64_t timer_at;             /* when timer_ev fires, 0 = unarmed */
+    struct event *purge_ev;       /* hourly purge of old terminal jobs */
+    struct event *sig_ev[3];      /* SIGTERM, SIGINT, SIGHUP */
+    struct event *drain_ev;       /* drain deadline */
+    struct event *slot_ev[GQ_MAX_SLOTS];  /* lease expiry per slot */
+    int64_t slot_free_at[GQ_MAX_SLOTS];   /* freed with work waiting */
+    int batch_failed;             /* a store call failed this turn */
+
+    struct gq_park *parks[4];     /* by gq_park_type */
+    int nparked;
+    int waiting_workers[GQ_MAX_CLASSES];
+
+    uint64_t fence;               /* last fencing token handed out */
+    int64_t wall_off_us;          /* wall clock = monotonic + wall_off_us */
+    int64_t started_us;           /* monotonic start */
+    int draining;
+    int exit_code;
+    char errbuf[GQ_STORE_ERRLEN];
+};
+
+/* Clocks, microseconds. */
+int64_t gq_now(void);                         /* monotonic */
+int64_t gq_wall(const struct gq_daemon *d, int64_t mono);
+
+/* Creates the daemon: opens the store, recovers, binds the listener.
+ * Returns 0 or a GQ_E* code with msg filled. */
+int gq_daemon_init(struct gq_daemon *d, const struct gq_config *cfg,
+                   char *msg, int msglen);
+/* Runs the loop until drained; returns the exit code. */
+int gq_daemon_run(struct gq_daemon *d);
+void gq_daemon_close(struct gq_daemon *d);
+
+/* Starts a drain (SIGTERM, /v1/admin/drain); deadline in seconds. */
+void gq_daemon_drain(struct gq_daemon *d, double deadline);
+
+/* --- used by the HTTP layer (http.c) --- */
+
+/* Opens the turn's batch if needed; 0 or a store error code. */
+int gq_batch(struct gq_daemon *d);
+/* Makes sure the end-of-turn work (dispatch, commit, replies) runs. */
+void gq_kick(struct gq_daemon *d);
+
+/* Sends (or, inside a batch, queues until commit) a JSON reply; takes
+ * the reference to body (may be NULL for an empty body). */
+void gq_reply(struct gq_daemon *d, struct evhttp_request *req, int status,
+              json_t *body);
+/* An error reply {"error":{code,message,field}}; field may be NULL. */
+void gq_reply_err(struct gq_daemon *d, struct evhttp_request *req, int err,
+                  const char *field, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
+/* The job as JSON (new reference), from its stored record plus live
+ * scheduling facts (reason, position, lease). */
+json_t *gq_job_json(struct gq_daemon *d, const struct gq_jobrec *r);
+
+/* Operations; each returns 0 or a GQ_E* code and, on success, fills rec
+ * (caller clears it) with the job as it now is. */
+struct gq_submit {
+    const char *cls;
+    json_t *payload;              /* borrowed */
+    json_t *metadata;             /* borrowed, may be NULL */
+    int32_t priority;
+    const char *idem_key;         /* may be NULL */
+    double queue_timeout;         /* < 0 = the class's */
+    enum gq_kind kind;
+    const char *holder;           /* locks: holder name, may be NULL */
+};
+/* *created is 1 for a new job, 0 for an idempotent repeat. */
+int gq_op_submit(struct gq_daemon *d, const struct gq_submit *s,
+                 struct gq_jobrec *rec, int *created);
+int gq_op_cancel(struct gq_daemon *d, uint64_t seq, struct gq_jobrec *rec);
+int gq_op_requeue(struct gq_daemon *d, uint64_t seq, struct gq_jobrec *rec);
+
+/* Grant ends.  token must be the live grant's (else GQ_ESTALE). */
+enum gq_end { GQ_END_COMPLETE, GQ_END_FAIL, GQ_END_YIELD, GQ_END_RELEASE };
+struct gq_finish {
+    enum gq_end how;
+    json_t *result;               /* complete: result; yield: progress */
+    const char *err_code, *err_msg; /* fail */
+    int retryable;                /* fail */
+};
+int gq_op_finish(struct gq_daemon *d, uint64_t seq, uint64_t token,
+                 const struct gq_finish *f, struct gq_jobrec *rec);
+/* Extends a live grant; *yield is set when a higher tier waits. */
+int gq_op_heartbeat(struct gq_daemon *d, uint64_t seq, uint64_t token,
+                    double *ttl, int *yield);
+
+/* Ends a lock waiter (wait timed out: EXPIRED; client gone: CANCELLED). */
+void gq_op_abandon(struct gq_daemon *d, uint64_t seq, enum gq_state how);
+
+/* Parking. */
+struct gq_park *gq_park_new(struct gq_daemon *d, enum gq_park_type type,
+                            struct evhttp_request *req, double wait_s);
+/* Unlinks and frees; does not reply. */
+void gq_park_free(struct gq_park *p);
+
+/* Reads a stored job; GQ_ENOENT when unknown. */
+int gq_get(struct gq_daemon *d, uint64_t seq, struct gq_jobrec *rec);
+
+/* Publishes an event on /v1/events (after the batch commits). */
+void gq_publish(struct gq_daemon *d, const struct gq_jobrec *r,
+                const struct gq_job *j);
+
+/* The HTTP layer: installs the routes on d->http. */
+void gq_http_setup(struct gq_daemon *d);
+/* Replies to a lease/lock park with its grant. */
+void gq_http_grant(struct gq_daemon *d, struct gq_park *p,
+                   const struct gq_jobrec *r, double ttl);
+/* Sends an SSE event to every matching stream. */
+void gq_http_sse_send(struct gq_daemon *d, json_t *ev);
+
+#endif

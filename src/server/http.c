@@ -1,0 +1,1217 @@
+/*
+ * http.c - the HTTP/JSON API (doc/api.md): a route table, request
+ * parsing and validation, job rendering, event streams, status and
+ * metrics.  Changes go through the gq_op_* calls of daemon.c; replies go
+ * through gq_reply so that they wait for the group commit.
+ */
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+
+#include "../core/err.h"
+#include "daemon.h"
+#include "log.h"
+
+#define MAX_SEGS 6
+#define SSE_BACKLOG (1 << 20) /* bytes unread by an event stream */
+
+struct ctx {
+    struct gq_daemon *d;
+    struct evhttp_request *req;
+    const char *param;        /* the {id} segment, if the route has one */
+    struct evkeyvalq query;
+    json_t *body;             /* parsed body (object), or NULL */
+};
+
+typedef void (*handler_fn)(struct ctx *c);
+
+struct route {
+    enum evhttp_cmd_type method;
+    const char *path;         /* '*' matches one segment */
+    handler_fn fn;
+    int has_body;             /* parse a JSON object body */
+};
+
+/* --- helpers --- */
+
+static void
+fmt_time(int64_t us, char *buf, size_t len)
+{
+    time_t secs = (time_t)(us / 1000000);
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    snprintf(buf, len, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
+             tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+             tm.tm_min, tm.tm_sec, (int)(us / 1000 % 1000));
+}
+
+static json_t *
+time_json(int64_t us)
+{
+    char buf[96];
+    if (us <= 0)
+        return json_null();
+    fmt_time(us, buf, sizeof buf);
+    return json_string(buf);
+}
+
+static json_t *
+text_json(const char *text)
+{
+    json_t *v;
+    if (text == NULL)
+        return json_null();
+    v = json_loads(text, JSON_DECODE_ANY, NULL);
+    return v ? v : json_string(text);
+}
+
+static json_t *
+str_json(const char *s)
+{
+    return s ? json_string(s) : json_null();
+}
+
+static void
+err(struct ctx *c, int code, const char *field, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void
+err(struct ctx *c, int code, const char *field, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    gq_reply_err(c->d, c->req, code, field, "%s", msg);
+}
+
+/* Reports an operation's failure with the most useful field. */
+static void
+op_err(struct ctx *c, int rc, const char *field)
+{
+    err(c, rc, field, "%s", gq_err_msg(rc));
+}
+
+json_t *
+gq_job_json(struct gq_daemon *d, const struct gq_jobrec *r)
+{
+    char id[32];
+    int cls = gq_sched_class(d->sched, r->cls);
+    int max_attempts = cls >= 0 ? gq_sched_conf(d->sched, cls)->max_attempts
+                                : 0;
+    json_t *o = json_object();
+    json_object_set_new(o, "id", json_string(gq_job_id(r->seq, id,
+                                                       sizeof id)));
+    json_object_set_new(o, "class", json_string(r->cls));
+    json_object_set_new(o, "kind",
+                        json_string(gq_kind_str((enum gq_kind)r->kind)));
+    json_object_set_new(o, "state",
+                        json_string(gq_state_str((enum gq_state)r->state)));
+    json_object_set_new(o, "priority", json_integer(r->priority));
+    json_object_set_new(o, "payload", text_json(r->payload));
+    json_object_set_new(o, "metadata", text_json(r->metadata));
+    json_object_set_new(o, "idempotency_key", str_json(r->idem_key));
+    json_object_set_new(o, "attempts", json_integer(r->attempts));
+    json_object_set_new(o, "max_attempts", json_integer(max_attempts));
+    json_object_set_new(o, "result", text_json(r->result));
+    if (r->err_code)
+        json_object_set_new(o, "error",
+                            json_pack("{s:s, s:o}", "code", r->err_code,
+                                      "message", str_json(r->err_msg)));
+    else
+        json_object_set_new(o, "error", json_null());
+    json_object_set_new(o, "progress", text_json(r->progress));
+    json_object_set_new(o, "holder", str_json(r->holder));
+
+    struct gq_job *j = gq_jobtab_get(&d->jobs, r->seq);
+    if (j && j->state == GQ_QUEUED && r->state == GQ_QUEUED) {
+        uint32_t pos = 0;
+        enum gq_reason why = gq_sched_reason(d->sched, j, &pos);
+        if (why == GQ_R_GPU_BUSY && j->kind == GQ_KIND_JOB &&
+            d->waiting_workers[j->cls] == 0 &&
+            gq_sched_free_slots(d->sched) > 0)
+            why = GQ_R_NO_WORKER;
+        json_object_set_new(o, "reason", json_string(gq_reason_str(why)));
+        json_object_set_new(o, "position", json_integer(pos));
+    }
+    if (j && j->state == GQ_RUNNING && r->state == GQ_RUNNING) {
+        char lid[64];
+        snprintf(lid, sizeof lid, "j%" PRIu64 ".%" PRIu64, j->seq, j->token);
+        json_object_set_new(o, "lease_id", json_string(lid));
+        json_object_set_new(o, "slot", json_integer(j->slot));
+    }
+    json_object_set_new(o, "created_at", time_json(r->created_us));
+    json_object_set_new(o, "started_at", time_json(r->started_us));
+    json_object_set_new(o, "ended_at", time_json(r->ended_us));
+    json_object_set_new(o, "finished_at", time_json(r->finished_us));
+    json_object_set_new(o, "ready_at", time_json(r->ready_at_us));
+    int64_t wait = r->wait_us, run = r->run_us;
+    if (j && r->state == GQ_QUEUED)
+        wait += gq_now() - j->enq_us;
+    if (j && r->state == GQ_RUNNING)
+        run += gq_now() - j->grant_us;
+    json_object_set_new(o, "wait_ms", json_integer(wait / 1000));
+    json_object_set_new(o, "run_ms", json_integer(run / 1000));
+    return o;
+}
+
+/* --- body field validation: each returns 0 or replies 400 and -1 --- */
+
+static int
+check_fields(struct ctx *c, const char *const *allowed)
+{
+    const char *key;
+    json_t *v;
+    json_object_foreach(c->body, key, v)
+    {
+        int ok = 0;
+        for (const char *const *a = allowed; *a; a++)
+            if (strcmp(*a, key) == 0)
+                ok = 1;
+        if (!ok) {
+            err(c, GQ_EINVAL, key, "unknown field %s", key);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int
+opt_int(struct ctx *c, const char *key, json_int_t min, json_int_t max,
+        json_int_t *out)
+{
+    json_t *v = json_object_get(c->body, key);
+    if (v == NULL || json_is_null(v))
+        return 0;
+    if (!json_is_integer(v) || json_integer_value(v) < min ||
+        json_integer_value(v) > max) {
+        err(c, GQ_EINVAL, key, "%s must be an integer in %" JSON_INTEGER_FORMAT
+            "..%" JSON_INTEGER_FORMAT, key, min, max);
+        return -1;
+    }
+    *out = json_integer_value(v);
+    return 0;
+}
+
+static int
+opt_num(struct ctx *c, const char *key, double min, double max, double *out)
+{
+    json_t *v = json_object_get(c->body, key);
+    if (v == NULL || json_is_null(v))
+        return 0;
+    if (!json_is_number(v) || !(json_number_value(v) >= min) ||
+        !(json_number_value(v) <= max)) {
+        err(c, GQ_EINVAL, key, "%s must be a number in %g..%g", key, min,
+            max);
+        return -1;
+    }
+    *out = json_number_value(v);
+    return 0;
+}
+
+static int
+opt_str(struct ctx *c, const char *key, size_t maxlen, int required,
+        const char **out)
+{
+    json_t *v = json_object_get(c->body, key);
+    if (v == NULL || json_is_null(v)) {
+        if (required) {
+            err(c, GQ_EINVAL, key, "%s is required", key);
+            return -1;
+        }
+        return 0;
+    }
+    if (!json_is_string(v) || json_string_length(v) == 0 ||
+        json_string_length(v) > maxlen ||
+        strlen(json_string_value(v)) != json_string_length(v)) {
+        err(c, GQ_EINVAL, key, "%s must be a string of 1..%zu bytes", key,
+            maxlen);
+        return -1;
+    }
+    *out = json_string_value(v);
+    return 0;
+}
+
+static int
+opt_obj(struct ctx *c, const char *key, json_t **out)
+{
+    json_t *v = json_object_get(c->body, key);
+    if (v == NULL || json_is_null(v))
+        return 0;
+    if (!json_is_object(v)) {
+        err(c, GQ_EINVAL, key, "%s must be an object", key);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* Reads a query number; 0 absent, 1 present, -1 bad (replied). */
+static int
+query_num(struct ctx *c, const char *key, double min, double max,
+          double *out)
+{
+    const char *s = evhttp_find_header(&c->query, key);
+    char *end;
+    if (s == NULL)
+        return 0;
+    double v = strtod(s, &end);
+    if (*s == '\0' || *end != '\0' || !(v >= min) || !(v <= max)) {
+        err(c, GQ_EINVAL, key, "%s must be a number in %g..%g", key, min,
+            max);
+        return -1;
+    }
+    *out = v;
+    return 1;
+}
+
+static int
+param_job(struct ctx *c, uint64_t *seq)
+{
+    if (gq_job_parse_id(c->param, seq) < 0) {
+        err(c, GQ_ENOENT, NULL, "no such job");
+        return -1;
+    }
+    return 0;
+}
+
+/* Lease and lock ids are "j<seq>.<token>". */
+static int
+param_lease(struct ctx *c, uint64_t *seq, uint64_t *token)
+{
+    char buf[64];
+    const char *dot = strchr(c->param, '.');
+    char *end;
+    if (dot == NULL || (size_t)(dot - c->param) >= sizeof buf)
+        goto bad;
+    snprintf(buf, sizeof buf, "%.*s", (int)(dot - c->param), c->param);
+    if (gq_job_parse_id(buf, seq) < 0 || dot[1] < '0' || dot[1] > '9')
+        goto bad;
+    *token = strtoull(dot + 1, &end, 10);
+    if (*end != '\0')
+        goto bad;
+    return 0;
+bad:
+    err(c, GQ_ENOENT, NULL, "no such lease");
+    return -1;
+}
+
+/* The token of a lease call: body "token" must be the id's. */
+static int
+body_token(struct ctx *c, uint64_t want)
+{
+    json_t *v = json_object_get(c->body, "token");
+    if (!json_is_integer(v) || json_integer_value(v) < 0) {
+        err(c, GQ_EINVAL, "token", "token must be a non-negative integer");
+        return -1;
+    }
+    if ((uint64_t)json_integer_value(v) != want) {
+        err(c, GQ_ESTALE, "token", "the token is not this lease's");
+        return -1;
+    }
+    return 0;
+}
+
+/* --- jobs --- */
+
+static void
+h_submit(struct ctx *c)
+{
+    static const char *const fields[] = {"class", "payload", "metadata",
+                                         "priority", "idempotency_key",
+                                         "queue_timeout", NULL};
+    struct gq_submit s = {0};
+    json_int_t prio = 0;
+    struct gq_jobrec r = {0};
+    int created, rc;
+    s.queue_timeout = -1;
+    if (check_fields(c, fields) < 0 ||
+        opt_str(c, "class", GQ_NAME_MAX - 1, 1, &s.cls) < 0 ||
+        opt_obj(c, "metadata", &s.metadata) < 0 ||
+        opt_int(c, "priority", -1000, 1000, &prio) < 0 ||
+        opt_str(c, "idempotency_key", 200, 0, &s.idem_key) < 0 ||
+        opt_num(c, "queue_timeout", 0, 1e9, &s.queue_timeout) < 0)
+        return;
+    s.payload = json_object_get(c->body, "payload");
+    s.priority = (int32_t)prio;
+    s.kind = GQ_KIND_JOB;
+    rc = gq_op_submit(c->d, &s, &r, &created);
+    if (rc < 0) {
+        const char *field = rc == GQ_ENOCLASS ? "class"
+                            : rc == GQ_ETOOBIG ? "payload"
+                                               : NULL;
+        if (rc == GQ_ETOOBIG)
+            err(c, rc, field, "payload is over %ld bytes",
+                c->d->cfg.max_payload);
+        else if (rc == GQ_ENOCLASS)
+            err(c, rc, field, "unknown class %s", s.cls);
+        else
+            op_err(c, rc, field);
+        return;
+    }
+    gq_reply(c->d, c->req, created ? 201 : 200, gq_job_json(c->d, &r));
+    gq_jobrec_clear(&r);
+}
+
+static void
+add_history(struct gq_daemon *d, uint64_t seq, json_t *o);
+
+static void
+h_get(struct ctx *c)
+{
+    uint64_t seq;
+    double wait = 0;
+    struct gq_jobrec r = {0};
+    if (param_job(c, &seq) < 0 || query_num(c, "wait", 0, 300, &wait) < 0)
+        return;
+    int rc = gq_get(c->d, seq, &r);
+    if (rc < 0) {
+        op_err(c, rc, NULL);
+        return;
+    }
+    if (wait > 0 && !gq_state_terminal((enum gq_state)r.state)) {
+        struct gq_park *p = gq_park_new(c->d, GQ_PARK_JOBWAIT, c->req, wait);
+        if (p == NULL) {
+            err(c, GQ_EBUSY, NULL, "too many parked requests");
+        } else {
+            p->seq = seq;
+        }
+        gq_jobrec_clear(&r);
+        return;
+    }
+    json_t *o = gq_job_json(c->d, &r);
+    add_history(c->d, seq, o);
+    gq_reply(c->d, c->req, 200, o);
+    gq_jobrec_clear(&r);
+}
+
+static int
+history_cb(void *ud, int64_t t_us, const char *state, const char *detail)
+{
+    json_t *a = ud;
+    json_t *e = json_pack("{s:o, s:s, s:o}", "at", time_json(t_us), "state",
+                          state, "detail", text_json(detail));
+    json_array_append_new(a, e);
+    return 0;
+}
+
+static void
+add_history(struct gq_daemon *d, uint64_t seq, json_t *o)
+{
+    json_t *a = json_array();
+    d->store->ops->events(d->store, seq, history_cb, a, d->errbuf);
+    json_object_set_new(o, "history", a);
+}
+
+struct list_ctx {
+    struct gq_daemon *d;
+    json_t *jobs;
+    uint64_t last;
+};
+
+static int
+list_cb(void *ud, const struct gq_jobrec *r)
+{
+    struct list_ctx *x = ud;
+    json_array_append_new(x->jobs, gq_job_json(x->d, r));
+    x->last = r->seq;
+    return 0;
+}
+
+static void
+h_list(struct ctx *c)
+{
+    struct gq_store_filter f = {NULL, -1, 0, 100};
+    const char *s;
+    double limit = 100;
+    enum gq_state st;
+    if ((s = evhttp_find_header(&c->query, "class")) != NULL) {
+        if (gq_sched_class(c->d->sched, s) < 0) {
+            err(c, GQ_ENOCLASS, "class", "unknown class %s", s);
+            return;
+        }
+        f.cls = s;
+    }
+    if ((s = evhttp_find_header(&c->query, "state")) != NULL) {
+        if (gq_state_parse(s, &st) < 0) {
+            err(c, GQ_EINVAL, "state", "unknown state %s", s);
+            return;
+        }
+        f.state = (int)st;
+    }
+    if (query_num(c, "limit", 1, 1000, &limit) < 0)
+        return;
+    if (limit != floor(limit)) {
+        err(c, GQ_EINVAL, "limit", "limit must be an integer in 1..1000");
+        return;
+    }
+    f.limit = (int)limit;
+    if ((s = evhttp_find_header(&c->query, "after")) != NULL &&
+        gq_job_parse_id(s, &f.after) < 0) {
+        err(c, GQ_EINVAL, "after", "after must be a job id");
+        return;
+    }
+    struct list_ctx x = {c->d, json_array(), 0};
+    int rc = c->d->store->ops->list(c->d->store, &f, list_cb, &x,
+                                    c->d->errbuf);
+    if (rc < 0) {
+        json_decref(x.jobs);
+        op_err(c, rc, NULL);
+        return;
+    }
+    char next[32];
+    json_t *o = json_pack("{s:o}", "jobs", x.jobs);
+    if (json_array_size(x.jobs) == (size_t)f.limit)
+        json_object_set_new(o, "next",
+                            json_string(gq_job_id(x.last, next, sizeof next)));
+    else
+        json_object_set_new(o, "next", json_null());
+    gq_reply(c->d, c->req, 200, o);
+}
+
+static void
+h_cancel(struct ctx *c)
+{
+    uint64_t seq;
+    struct gq_jobrec r = {0};
+    if (param_job(c, &seq) < 0)
+        return;
+    int rc = gq_op_cancel(c->d, seq, &r);
+    if (rc == GQ_ESTATE)
+        err(c, rc, NULL, "the job is already %s",
+            gq_state_str((enum gq_state)r.state));
+    else if (rc < 0)
+        op_err(c, rc, NULL);
+    else
+        gq_reply(c->d, c->req, 200, gq_job_json(c->d, &r));
+    gq_jobrec_clear(&r);
+}
+
+static void
+h_requeue(struct ctx *c)
+{
+    uint64_t seq;
+    struct gq_jobrec r = {0};
+    if (param_job(c, &seq) < 0)
+        return;
+    int rc = gq_op_requeue(c->d, seq, &r);
+    if (rc == GQ_ESTATE)
+        err(c, rc, NULL, "a %s %s cannot be requeued",
+            gq_state_str((enum gq_state)r.state),
+            gq_kind_str((enum gq_kind)r.kind));
+    else if (rc < 0)
+        op_err(c, rc, NULL);
+    else
+        gq_reply(c->d, c->req, 200, gq_job_json(c->d, &r));
+    gq_jobrec_clear(&r);
+}
+
+/* --- events --- */
+
+static void
+h_events(struct ctx *c)
+{
+    const char *s;
+    int cls = -1;
+    uint64_t seq = 0;
+    if ((s = evhttp_find_header(&c->query, "class")) != NULL &&
+        (cls = gq_sched_class(c->d->sched, s)) < 0) {
+        err(c, GQ_ENOCLASS, "class", "unknown class %s", s);
+        return;
+    }
+    if ((s = evhttp_find_header(&c->query, "job")) != NULL &&
+        gq_job_parse_id(s, &seq) < 0) {
+        err(c, GQ_EINVAL, "job", "job must be a job id");
+        return;
+    }
+    if (c->d->draining) {
+        err(c, GQ_EDRAINING, NULL, "the daemon is draining");
+        return;
+    }
+    struct gq_park *p = gq_park_new(c->d, GQ_PARK_SSE, c->req, 15);
+    if (p == NULL) {
+        err(c, GQ_EBUSY, NULL, "too many parked requests and streams");
+        return;
+    }
+    p->cls = cls;
+    p->seq = seq;
+    struct evkeyvalq *h = evhttp_request_get_output_headers(c->req);
+    evhttp_add_header(h, "Content-Type", "text/event-stream");
+    evhttp_add_header(h, "Cache-Control", "no-cache");
+    evhttp_send_reply_start(c->req, 200, "OK");
+    struct evbuffer *b = evbuffer_new();
+    evbuffer_add_printf(b, ": gpuq events\n\n");
+    evhttp_send_reply_chunk(c->req, b);
+    evbuffer_free(b);
+}
+
+void
+gq_http_sse_send(struct gq_daemon *d, json_t *ev)
+{
+    struct gq_park *p, *next;
+    char *text = NULL;
+    const char *cls = json_string_value(json_object_get(ev, "class"));
+    uint64_t seq = 0;
+    gq_job_parse_id(json_string_value(json_object_get(ev, "id")), &seq);
+    for (p = d->parks[GQ_PARK_SSE]; p; p = next) {
+        next = p->next;
+        if (p->cls >= 0 &&
+            strcmp(gq_sched_conf(d->sched, p->cls)->name, cls) != 0)
+            continue;
+        if (p->seq && p->seq != seq)
+            continue;
+        struct bufferevent *bev =
+            p->evcon ? evhttp_connection_get_bufferevent(p->evcon) : NULL;
+        if (bev &&
+            evbuffer_get_length(bufferevent_get_output(bev)) > SSE_BACKLOG) {
+            gq_log(GQ_LOG_WARN, "event stream not read; closing it");
+            struct evhttp_connection *evcon = p->evcon;
+            gq_park_free(p);
+            evhttp_send_reply_end(p == NULL ? NULL : NULL);
+            evhttp_connection_free(evcon);
+            continue;
+        }
+        if (text == NULL)
+            text = json_dumps(ev, JSON_COMPACT);
+        struct evbuffer *b = evbuffer_new();
+        evbuffer_add_printf(b, "event: job\ndata: %s\n\n", text);
+        evhttp_send_reply_chunk(p->req, b);
+        evbuffer_free(b);
+    }
+    free(text);
+}
+
+/* --- worker leases --- */
+
+void
+gq_http_grant(struct gq_daemon *d, struct gq_park *p,
+              const struct gq_jobrec *r, double ttl)
+{
+    char lid[64], jid[32];
+    snprintf(lid, sizeof lid, "j%" PRIu64 ".%" PRIu64, r->seq, r->token);
+    if (p->type == GQ_PARK_LEASE)
+        gq_reply(d, p->req, 200,
+                 json_pack("{s:s, s:I, s:f, s:o}", "lease_id", lid, "token",
+                           (json_int_t)r->token, "ttl", ttl, "job",
+                           gq_job_json(d, r)));
+    else
+        gq_reply(d, p->req, 200,
+                 json_pack("{s:s, s:I, s:f, s:s}", "lock_id", lid, "token",
+                           (json_int_t)r->token, "ttl", ttl, "job_id",
+                           gq_job_id(r->seq, jid, sizeof jid)));
+}
+
+static void
+h_lease(struct ctx *c)
+{
+    static const char *const fields[] = {"classes", "wait", "worker", NULL};
+    const char *worker = NULL;
+    double wait = 0;
+    uint8_t want[GQ_MAX_CLASSES] = {0};
+    json_t *cl = json_object_get(c->body, "classes"), *v;
+    size_t i;
+    if (check_fields(c, fields) < 0 || opt_num(c, "wait", 0, 300, &wait) < 0 ||
+        opt_str(c, "worker", 63, 0, &worker) < 0)
+        return;
+    if (!json_is_array(cl) || json_array_size(cl) == 0) {
+        err(c, GQ_EINVAL, "classes", "classes must be a non-empty array of "
+            "class names");
+        return;
+    }
+    json_array_foreach(cl, i, v)
+    {
+        int k;
+        if (!json_is_string(v)) {
+            err(c, GQ_EINVAL, "classes", "classes must hold strings");
+            return;
+        }
+        if ((k = gq_sched_class(c->d->sched, json_string_value(v))) < 0) {
+            err(c, GQ_ENOCLASS, "classes", "unknown class %s",
+                json_string_value(v));
+            return;
+        }
+        want[k] = 1;
+    }
+    if (c->d->draining) {
+        err(c, GQ_EDRAINING, NULL, "the daemon is draining");
+        return;
+    }
+    struct gq_park *p = gq_park_new(c->d, GQ_PARK_LEASE, c->req, wait);
+    if (p == NULL) {
+        err(c, GQ_EBUSY, NULL, "too many parked requests");
+        return;
+    }
+    for (int k = 0; k < GQ_MAX_CLASSES; k++)
+        if ((p->classes[k] = want[k]) != 0)
+            c->d->waiting_workers[k]++;
+    if (worker)
+        snprintf(p->worker, sizeof p->worker, "%s", worker);
+    gq_kick(c->d);
+}
+
+static void
+heartbeat(struct ctx *c)
+{
+    uint64_t seq, token;
+    double ttl;
+    int yield;
+    if (param_lease(c, &seq, &token) < 0 || body_token(c, token) < 0)
+        return;
+    int rc = gq_op_heartbeat(c->d, seq, token, &ttl, &yield);
+    if (rc < 0) {
+        err(c, rc, rc == GQ_ESTALE ? "token" : NULL,
+            "the lease is no longer live (expired, cancelled or re-granted)");
+        return;
+    }
+    gq_reply(c->d, c->req, 200,
+             json_pack("{s:f, s:b}", "ttl", ttl, "yield", yield));
+}
+
+static void
+finish(struct ctx *c, struct gq_finish *f)
+{
+    uint64_t seq, token;
+    struct gq_jobrec r = {0};
+    if (param_lease(c, &seq, &token) < 0 || body_token(c, token) < 0)
+        return;
+    int rc = gq_op_finish(c->d, seq, token, f, &r);
+    if (rc == GQ_ESTALE)
+        err(c, rc, "token",
+            "the lease is no longer live (expired, cancelled or re-granted)");
+    else if (rc == GQ_ENOENT)
+        err(c, rc, NULL, "no such lease");
+    else if (rc < 0)
+        op_err(c, rc, NULL);
+    else
+        gq_reply(c->d, c->req, 200, gq_job_json(c->d, &r));
+    gq_jobrec_clear(&r);
+}
+
+static void
+h_complete(struct ctx *c)
+{
+    static const char *const fields[] = {"token", "result", NULL};
+    struct gq_finish f = {GQ_END_COMPLETE, NULL, NULL, NULL, 0};
+    if (check_fields(c, fields) < 0)
+        return;
+    f.result = json_object_get(c->body, "result");
+    finish(c, &f);
+}
+
+static void
+h_fail(struct ctx *c)
+{
+    static const char *const fields[] = {"token", "error", "retryable", NULL};
+    struct gq_finish f = {GQ_END_FAIL, NULL, NULL, NULL, 1};
+    json_t *e = json_object_get(c->body, "error");
+    json_t *rt = json_object_get(c->body, "retryable");
+    if (check_fields(c, fields) < 0)
+        return;
+    if (json_is_string(e)) {
+        f.err_msg = json_string_value(e);
+    } else if (json_is_object(e)) {
+        json_t *code = json_object_get(e, "code");
+        json_t *msg = json_object_get(e, "message");
+        if ((code && !json_is_string(code)) || (msg && !json_is_string(msg))) {
+            err(c, GQ_EINVAL, "error", "error.code and error.message must "
+                "be strings");
+            return;
+        }
+        f.err_code = json_string_value(code);
+        f.err_msg = json_string_value(msg);
+    } else if (e && !json_is_null(e)) {
+        err(c, GQ_EINVAL, "error", "error must be a string or an object");
+        return;
+    }
+    if (f.err_code && strlen(f.err_code) > 64) {
+        err(c, GQ_EINVAL, "error", "error.code is over 64 bytes");
+        return;
+    }
+    if (rt && !json_is_boolean(rt)) {
+        err(c, GQ_EINVAL, "retryable", "retryable must be a boolean");
+        return;
+    }
+    if (rt)
+        f.retryable = json_is_true(rt);
+    finish(c, &f);
+}
+
+static void
+h_yield(struct ctx *c)
+{
+    static const char *const fields[] = {"token", "progress", NULL};
+    struct gq_finish f = {GQ_END_YIELD, NULL, NULL, NULL, 0};
+    if (check_fields(c, fields) < 0)
+        return;
+    f.result = json_object_get(c->body, "progress");
+    finish(c, &f);
+}
+
+/* --- locks --- */
+
+static void
+h_lock(struct ctx *c)
+{
+    static const char *const fields[] = {"class", "holder", "metadata",
+                                         "wait", "priority", NULL};
+    struct gq_submit s = {0};
+    json_int_t prio = 0;
+    double wait = 30;
+    struct gq_jobrec r = {0};
+    int created;
+    if (check_fields(c, fields) < 0 ||
+        opt_str(c, "class", GQ_NAME_MAX - 1, 1, &s.cls) < 0 ||
+        opt_str(c, "holder", 200, 0, &s.holder) < 0 ||
+        opt_obj(c, "metadata", &s.metadata) < 0 ||
+        opt_num(c, "wait", 0, 3600, &wait) < 0 ||
+        opt_int(c, "priority", -1000, 1000, &prio) < 0)
+        return;
+    if (c->d->nparked >= c->d->cfg.max_parked) {
+        err(c, GQ_EBUSY, NULL, "too many parked requests");
+        return;
+    }
+    s.priority = (int32_t)prio;
+    s.kind = GQ_KIND_LOCK;
+    s.queue_timeout = 0;
+    int rc = gq_op_submit(c->d, &s, &r, &created);
+    if (rc < 0) {
+        if (rc == GQ_ENOCLASS)
+            err(c, rc, "class", "unknown class %s", s.cls);
+        else
+            op_err(c, rc, NULL);
+        return;
+    }
+    struct gq_park *p = gq_park_new(c->d, GQ_PARK_LOCK, c->req, wait);
+    struct gq_job *j = gq_jobtab_get(&c->d->jobs, r.seq);
+    if (p == NULL || j == NULL) {
+        if (p)
+            gq_park_free(p);
+        err(c, GQ_EBUSY, NULL, "too many parked requests");
+        gq_op_abandon(c->d, r.seq, GQ_CANCELLED);
+    } else {
+        p->seq = r.seq;
+        j->owner = p;
+    }
+    gq_jobrec_clear(&r);
+}
+
+static void
+h_lock_hb(struct ctx *c)
+{
+    static const char *const fields[] = {"token", NULL};
+    if (check_fields(c, fields) < 0)
+        return;
+    heartbeat(c);
+}
+
+static void
+h_lease_hb(struct ctx *c)
+{
+    static const char *const fields[] = {"token", NULL};
+    if (check_fields(c, fields) < 0)
+        return;
+    heartbeat(c);
+}
+
+static void
+h_unlock(struct ctx *c)
+{
+    uint64_t seq, token;
+    const char *t = evhttp_find_header(&c->query, "token");
+    char *end;
+    struct gq_finish f = {GQ_END_RELEASE, NULL, NULL, NULL, 0};
+    struct gq_jobrec r = {0};
+    if (param_lease(c, &seq, &token) < 0)
+        return;
+    if (t == NULL || *t < '0' || *t > '9') {
+        err(c, GQ_EINVAL, "token", "token (query) must be an integer");
+        return;
+    }
+    uint64_t given = strtoull(t, &end, 10);
+    if (*end != '\0') {
+        err(c, GQ_EINVAL, "token", "token (query) must be an integer");
+        return;
+    }
+    if (given != token) {
+        err(c, GQ_ESTALE, "token", "the token is not this lock's");
+        return;
+    }
+    int rc = gq_op_finish(c->d, seq, token, &f, &r);
+    if (rc == GQ_ESTALE)
+        err(c, rc, "token", "the lock is no longer held with this token");
+    else if (rc == GQ_ENOENT)
+        err(c, rc, NULL, "no such lock");
+    else if (rc < 0)
+        op_err(c, rc, NULL);
+    else
+        gq_reply(c->d, c->req, 200, gq_job_json(c->d, &r));
+    gq_jobrec_clear(&r);
+}
+
+/* --- status, health, metrics, drain --- */
+
+static void
+h_status(struct ctx *c)
+{
+    struct gq_daemon *d = c->d;
+    int64_t now = gq_now();
+    json_t *slots = json_array(), *classes = json_array();
+    char id[32];
+    for (int s = 0; s < gq_sched_nslots(d->sched); s++) {
+        struct gq_job *j = gq_sched_slot(d->sched, s);
+        json_t *o = json_pack("{s:i}", "slot", s);
+        if (j) {
+            struct gq_jobrec r = {0};
+            json_object_set_new(o, "job", json_string(gq_job_id(j->seq, id,
+                                                                sizeof id)));
+            json_object_set_new(
+                o, "class",
+                json_string(gq_sched_conf(d->sched, j->cls)->name));
+            json_object_set_new(
+                o, "kind", json_string(gq_kind_str((enum gq_kind)j->kind)));
+            if (gq_get(d, j->seq, &r) == 0) {
+                json_object_set_new(o, "holder", str_json(r.holder));
+                json_object_set_new(o, "metadata", text_json(r.metadata));
+            }
+            gq_jobrec_clear(&r);
+            json_object_set_new(o, "held_ms",
+                                json_integer((now - j->grant_us) / 1000));
+        } else {
+            json_object_set_new(o, "job", json_null());
+        }
+        json_array_append_new(slots, o);
+    }
+    for (int k = 0; k < gq_sched_nclasses(d->sched); k++) {
+        const struct gq_class_conf *cc = gq_sched_conf(d->sched, k);
+        struct gq_class_stats st;
+        double tier_w = 0;
+        gq_sched_stats(d->sched, k, &st);
+        for (int o = 0; o < gq_sched_nclasses(d->sched); o++)
+            if (gq_sched_conf(d->sched, o)->priority == cc->priority)
+                tier_w += gq_sched_conf(d->sched, o)->weight;
+        json_array_append_new(
+            classes,
+            json_pack("{s:s, s:i, s:f, s:i, s:i, s:i, s:i, s:i, s:I, s:f, "
+                      "s:f, s:i, s:I, s:i}",
+                      "name", cc->name, "priority", cc->priority, "weight",
+                      cc->weight, "max_consecutive", cc->max_consecutive,
+                      "ready", (int)st.ready, "backoff", (int)st.backoff,
+                      "running", (int)st.running, "queued",
+                      (int)(st.ready + st.backoff), "oldest_wait_ms",
+                      (json_int_t)(st.oldest_enq_us
+                                       ? (now - st.oldest_enq_us) / 1000
+                                       : 0),
+                      "share", st.share, "target_share",
+                      tier_w > 0 ? cc->weight / tier_w : 0, "streak",
+                      (int)st.streak, "grants", (json_int_t)st.grants,
+                      "workers_waiting", d->waiting_workers[k]));
+    }
+    gq_reply(d, c->req, 200,
+             json_pack("{s:s, s:I, s:b, s:s, s:o, s:o}", "version",
+                       GQ_VERSION, "uptime_s",
+                       (json_int_t)((now - d->started_us) / 1000000),
+                       "draining", d->draining, "share_by",
+                       d->cfg.share_by == GQ_SHARE_GRANTS ? "grants"
+                                                          : "time",
+                       "slots", slots, "classes", classes));
+}
+
+static void
+h_health(struct ctx *c)
+{
+    if (c->d->draining)
+        gq_reply(c->d, c->req, 503, json_pack("{s:s}", "status", "draining"));
+    else
+        gq_reply(c->d, c->req, 200, json_pack("{s:s}", "status", "ok"));
+}
+
+static void
+hist_out(struct evbuffer *b, const char *name, const char *labels,
+         const struct gq_hist *h)
+{
+    uint64_t cum = 0;
+    const char *sep = labels[0] ? "," : "";
+    for (int i = 0; i < GQ_HBUCKETS; i++) {
+        cum += h->bucket[i];
+        if (i == GQ_HBUCKETS - 1)
+            evbuffer_add_printf(b, "%s_bucket{%s%sle=\"+Inf\"} %" PRIu64 "\n",
+                                name, labels, sep, cum);
+        else
+            evbuffer_add_printf(b, "%s_bucket{%s%sle=\"%g\"} %" PRIu64 "\n",
+                                name, labels, sep, gq_hist_bounds[i], cum);
+    }
+    if (labels[0]) {
+        evbuffer_add_printf(b, "%s_sum{%s} %.6f\n", name, labels, h->sum);
+        evbuffer_add_printf(b, "%s_count{%s} %" PRIu64 "\n", name, labels,
+                            h->count);
+    } else {
+        evbuffer_add_printf(b, "%s_sum %.6f\n", name, h->sum);
+        evbuffer_add_printf(b, "%s_count %" PRIu64 "\n", name, h->count);
+    }
+}
+
+static void
+h_metrics(struct ctx *c)
+{
+    struct gq_daemon *d = c->d;
+    struct gq_metrics *m = &d->metrics;
+    int n = gq_sched_nclasses(d->sched);
+    struct evbuffer *b = evhttp_request_get_output_buffer(c->req);
+    char lab[128];
+
+#define FAMILY(name, type, help)                                            \
+    evbuffer_add_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, \
+                        type)
+    FAMILY("gpuq_jobs_submitted_total", "counter", "Jobs accepted.");
+    for (int k = 0; k < n; k++)
+        evbuffer_add_printf(b, "gpuq_jobs_submitted_total{class=\"%s\"} %"
+                            PRIu64 "\n", gq_sched_conf(d->sched, k)->name,
+                            m->submitted[k]);
+    FAMILY("gpuq_grants_total", "counter", "GPU grants made.");
+    for (int k = 0; k < n; k++)
+        evbuffer_add_printf(b, "gpuq_grants_total{class=\"%s\"} %" PRIu64
+                            "\n", gq_sched_conf(d->sched, k)->name,
+                            m->grants[k]);
+    FAMILY("gpuq_jobs_finished_total", "counter",
+           "Jobs that reached a terminal state.");
+    for (int k = 0; k < n; k++)
+        for (int s = GQ_SUCCEEDED; s < GQ_NSTATES; s++)
+            evbuffer_add_printf(b, "gpuq_jobs_finished_total{class=\"%s\","
+                                "state=\"%s\"} %" PRIu64 "\n",
+                                gq_sched_conf(d->sched, k)->name,
+                                gq_state_str((enum gq_state)s),
+                                m->finished[k][s]);
+    FAMILY("gpuq_lease_expired_total", "counter",
+           "Grants whose lease ran out without a heartbeat.");
+    for (int k = 0; k < n; k++)
+        evbuffer_add_printf(b, "gpuq_lease_expired_total{class=\"%s\"} %"
+                            PRIu64 "\n", gq_sched_conf(d->sched, k)->name,
+                            m->lease_expired[k]);
+    FAMILY("gpuq_queue_ready", "gauge", "Jobs ready to run.");
+    for (int k = 0; k < n; k++) {
+        struct gq_class_stats st;
+        gq_sched_stats(d->sched, k, &st);
+        evbuffer_add_printf(b, "gpuq_queue_ready{class=\"%s\"} %u\n",
+                            gq_sched_conf(d->sched, k)->name, st.ready);
+    }
+    FAMILY("gpuq_queue_backoff", "gauge", "Jobs waiting out a retry backoff.");
+    for (int k = 0; k < n; k++) {
+        struct gq_class_stats st;
+        gq_sched_stats(d->sched, k, &st);
+        evbuffer_add_printf(b, "gpuq_queue_backoff{class=\"%s\"} %u\n",
+                            gq_sched_conf(d->sched, k)->name, st.backoff);
+    }
+    FAMILY("gpuq_slots", "gauge", "GPU slots.");
+    evbuffer_add_printf(b, "gpuq_slots %d\n", gq_sched_nslots(d->sched));
+    FAMILY("gpuq_slots_busy", "gauge", "GPU slots held.");
+    evbuffer_add_printf(b, "gpuq_slots_busy %d\n",
+                        gq_sched_nslots(d->sched) -
+                            gq_sched_free_slots(d->sched));
+    FAMILY("gpuq_parked_requests", "gauge",
+           "Long-polls and event streams held open.");
+    evbuffer_add_printf(b, "gpuq_parked_requests %d\n", d->nparked);
+    FAMILY("gpuq_store_commits_total", "counter", "Group commits.");
+    evbuffer_add_printf(b, "gpuq_store_commits_total %" PRIu64 "\n",
+                        m->commits);
+    FAMILY("gpuq_store_commit_failures_total", "counter",
+           "Group commits that failed (their replies were 503s).");
+    evbuffer_add_printf(b, "gpuq_store_commit_failures_total %" PRIu64 "\n",
+                        m->commit_failures);
+    FAMILY("gpuq_wait_seconds", "histogram", "Queued to granted.");
+    for (int k = 0; k < n; k++) {
+        snprintf(lab, sizeof lab, "class=\"%s\"",
+                 gq_sched_conf(d->sched, k)->name);
+        hist_out(b, "gpuq_wait_seconds", lab, &m->wait[k]);
+    }
+    FAMILY("gpuq_hold_seconds", "histogram", "Length of grants.");
+    for (int k = 0; k < n; k++) {
+        snprintf(lab, sizeof lab, "class=\"%s\"",
+                 gq_sched_conf(d->sched, k)->name);
+        hist_out(b, "gpuq_hold_seconds", lab, &m->hold[k]);
+    }
+    FAMILY("gpuq_handoff_seconds", "histogram",
+           "Slot freed with work waiting to the next grant.");
+    hist_out(b, "gpuq_handoff_seconds", "", &m->handoff);
+    FAMILY("gpuq_loop_turn_seconds", "histogram",
+           "End-of-turn work: dispatch, group commit, replies.");
+    hist_out(b, "gpuq_loop_turn_seconds", "", &m->turn);
+    FAMILY("gpuq_store_commit_seconds", "histogram",
+           "One group commit, fsync included.");
+    hist_out(b, "gpuq_store_commit_seconds", "", &m->commit);
+#undef FAMILY
+    evhttp_add_header(evhttp_request_get_output_headers(c->req),
+                      "Content-Type", "text/plain; version=0.0.4");
+    evhttp_send_reply(c->req, 200, "OK", NULL);
+}
+
+static void
+h_drain(struct ctx *c)
+{
+    static const char *const fields[] = {"deadline", NULL};
+    double deadline = c->d->cfg.drain_timeout;
+    if (check_fields(c, fields) < 0 ||
+        opt_num(c, "deadline", 0, 86400, &deadline) < 0)
+        return;
+    gq_reply(c->d, c->req, 202, json_pack("{s:b}", "draining", 1));
+    gq_daemon_drain(c->d, deadline);
+}
+
+/* --- routing --- */
+
+static const struct route routes[] = {
+    {EVHTTP_REQ_POST, "/v1/jobs", h_submit, 1},
+    {EVHTTP_REQ_GET, "/v1/jobs", h_list, 0},
+    {EVHTTP_REQ_GET, "/v1/jobs/*", h_get, 0},
+    {EVHTTP_REQ_POST, "/v1/jobs/*/cancel", h_cancel, 0},
+    {EVHTTP_REQ_POST, "/v1/jobs/*/requeue", h_requeue, 0},
+    {EVHTTP_REQ_GET, "/v1/events", h_events, 0},
+    {EVHTTP_REQ_POST, "/v1/leases", h_lease, 1},
+    {EVHTTP_REQ_POST, "/v1/leases/*/heartbeat", h_lease_hb, 1},
+    {EVHTTP_REQ_POST, "/v1/leases/*/complete", h_complete, 1},
+    {EVHTTP_REQ_POST, "/v1/leases/*/fail", h_fail, 1},
+    {EVHTTP_REQ_POST, "/v1/leases/*/yield", h_yield, 1},
+    {EVHTTP_REQ_POST, "/v1/locks", h_lock, 1},
+    {EVHTTP_REQ_POST, "/v1/locks/*/heartbeat", h_lock_hb, 1},
+    {EVHTTP_REQ_DELETE, "/v1/locks/*", h_unlock, 0},
+    {EVHTTP_REQ_GET, "/v1/status", h_status, 0},
+    {EVHTTP_REQ_GET, "/healthz", h_health, 0},
+    {EVHTTP_REQ_GET, "/metrics", h_metrics, 0},
+    {EVHTTP_REQ_POST, "/v1/admin/drain", h_drain, 1},
+};
+
+/* Splits a path into at most MAX_SEGS segments (modifies buf). */
+static int
+split(char *buf, char **segs)
+{
+    int n = 0;
+    char *save = NULL;
+    for (char *s = strtok_r(buf, "/", &save); s; s = strtok_r(NULL, "/",
+                                                              &save)) {
+        if (n == MAX_SEGS)
+            return -1;
+        segs[n++] = s;
+    }
+    return n;
+}
+
+/* 1 if the route's pattern matches; *param gets the '*' segment. */
+static int
+match(const char *pattern, char **segs, int n, const char **param)
+{
+    char pbuf[64], *psegs[MAX_SEGS];
+    snprintf(pbuf, sizeof pbuf, "%s", pattern);
+    int pn = split(pbuf, psegs);
+    if (pn != n)
+        return 0;
+    for (int i = 0; i < n; i++) {
+        if (strcmp(psegs[i], "*") == 0)
+            *param = segs[i];
+        else if (strcmp(psegs[i], segs[i]) != 0)
+            return 0;
+    }
+    return 1;
+}
+
+static int
+parse_body(struct ctx *c)
+{
+    struct evbuffer *in = evhttp_request_get_input_buffer(c->req);
+    size_t len = evbuffer_get_length(in);
+    json_error_t je;
+    if ((long)len > c->d->cfg.max_body) {
+        err(c, GQ_ETOOBIG, "body", "the body is over %ld bytes",
+            c->d->cfg.max_body);
+        return -1;
+    }
+    if (len == 0) {
+        c->body = json_object();
+        return 0;
+    }
+    const char *data = (const char *)evbuffer_pullup(in, -1);
+    c->body = json_loadb(data, len, JSON_REJECT_DUPLICATES, &je);
+    if (c->body == NULL) {
+        err(c, GQ_EINVAL, "body", "invalid JSON at byte %d: %s", je.position,
+            je.text);
+        return -1;
+    }
+    if (!json_is_object(c->body)) {
+        err(c, GQ_EINVAL, "body", "the body must be a JSON object");
+        return -1;
+    }
+    return 0;
+}
+
+static void
+dispatch_request(struct evhttp_request *req, void *arg)
+{
+    struct gq_daemon *d = arg;
+    struct ctx c = {d, req, NULL, {0}, NULL};
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+    const char *path = evhttp_uri_get_path(uri);
+    const char *query = evhttp_uri_get_query(uri);
+    char buf[512], *segs[MAX_SEGS];
+    int n, path_matched = 0;
+    enum evhttp_cmd_type method = evhttp_request_get_command(req);
+
+    TAILQ_INIT(&c.query);
+    if (path == NULL || strlen(path) >= sizeof buf) {
+        err(&c, GQ_ENOENT, NULL, "no such route");
+        return;
+    }
+    if (query && evhttp_parse_query_str(query, &c.query) < 0) {
+        err(&c, GQ_EINVAL, NULL, "malformed query string");
+        return;
+    }
+    snprintf(buf, sizeof buf, "%s", path);
+    n = split(buf, segs);
+    for (size_t i = 0; n >= 0 && i < sizeof routes / sizeof routes[0]; i++) {
+        const char *param = NULL;
+        if (!match(routes[i].path, segs, n, &param))
+            continue;
+        path_matched = 1;
+        if (routes[i].method != method &&
+            !(method == EVHTTP_REQ_HEAD && routes[i].method == EVHTTP_REQ_GET))
+            continue;
+        c.param = param;
+        if (routes[i].has_body && parse_body(&c) < 0)
+            goto out;
+        routes[i].fn(&c);
+        goto out;
+    }
+    if (path_matched)
+        gq_reply(d, req, 405,
+                 json_pack("{s:{s:s,s:s}}", "error", "code",
+                           "method_not_allowed", "message",
+                           "method not allowed on this path"));
+    else
+        err(&c, GQ_ENOENT, NULL, "no such route");
+out:
+    json_decref(c.body);
+    evhttp_clear_headers(&c.query);
+}
+
+void
+gq_http_setup(struct gq_daemon *d)
+{
+    struct timeval tv = {(time_t)d->cfg.request_timeout, 0};
+    evhttp_set_gencb(d->http, dispatch_request, d);
+    /* evhttp refuses (its own 413) bodies over twice our limit; bodies
+     * between the two get our JSON 413. */
+    evhttp_set_max_body_size(d->http, (ev_ssize_t)d->cfg.max_body * 2);
+    evhttp_set_max_headers_size(d->http, 16384);
+    evhttp_set_timeout_tv(d->http, &tv);
+    evhttp_set_allowed_methods(d->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST |
+                                            EVHTTP_REQ_DELETE |
+                                            EVHTTP_REQ_HEAD);
+}

@@ -1,0 +1,42 @@
+/*
+ * metrics.h - counters and histograms for /metrics (Prometheus text).
+ * Plain structs updated on the loop thread; no I/O.
+ */
+#ifndef GQ_METRICS_H
+#define GQ_METRICS_H
+
+#include <stdint.h>
+
+#include "../core/job.h"
+#include "../core/sched.h"
+
+#define GQ_HBUCKETS 18
+
+/* Upper bounds of the histogram buckets, seconds (the last is +Inf). */
+extern const double gq_hist_bounds[GQ_HBUCKETS];
+
+struct gq_hist {
+    uint64_t bucket[GQ_HBUCKETS]; /* non-cumulative counts */
+    uint64_t count;
+    double sum;
+};
+
+void gq_hist_add(struct gq_hist *h, double seconds);
+/* The q-quantile (0..1) estimated from the buckets (upper bound of the
+ * bucket holding it); 0 when empty. */
+double gq_hist_quantile(const struct gq_hist *h, double q);
+
+struct gq_metrics {
+    uint64_t submitted[GQ_MAX_CLASSES];
+    uint64_t grants[GQ_MAX_CLASSES];
+    uint64_t finished[GQ_MAX_CLASSES][GQ_NSTATES];
+    uint64_t lease_expired[GQ_MAX_CLASSES];
+    uint64_t commits, commit_failures;
+    struct gq_hist wait[GQ_MAX_CLASSES];  /* queued -> granted */
+    struct gq_hist hold[GQ_MAX_CLASSES];  /* grant length */
+    struct gq_hist handoff;  /* slot freed -> next grant, work waiting */
+    struct gq_hist turn;     /* end-of-turn work: dispatch+commit+replies */
+    struct gq_hist commit;   /* one group commit (fsync) */
+};
+
+#endif
