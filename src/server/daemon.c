@@ -11,11 +11,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/http.h>
 
 #include "../core/err.h"
@@ -298,6 +300,30 @@ park_close_cb(struct evhttp_connection *evcon, void *arg)
     }
 }
 
+/*
+ * evhttp 2.1 does not read from a connection while its request waits for
+ * a reply, so it never notices a client that hangs up on a long-poll.  We
+ * watch the socket ourselves: EOF or an error means the client is gone;
+ * pipelined bytes only mean we stop watching.
+ */
+static void
+park_watch_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct gq_park *p = arg;
+    char ch;
+    ssize_t n = recv(fd, &ch, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n > 0) {
+        event_del(p->watch);
+        return;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return;
+    struct evhttp_connection *evcon = p->evcon;
+    park_close_cb(evcon, p);
+    if (evcon)
+        evhttp_connection_free(evcon);
+}
+
 struct gq_park *
 gq_park_new(struct gq_daemon *d, enum gq_park_type type,
             struct evhttp_request *req, double wait_s)
@@ -322,8 +348,17 @@ gq_park_new(struct gq_daemon *d, enum gq_park_type type,
                              (suseconds_t)((wait_s - floor(wait_s)) * 1e6)};
         evtimer_add(p->timer, &tv);
     }
-    if (p->evcon)
+    if (p->evcon) {
+        struct bufferevent *bev = evhttp_connection_get_bufferevent(p->evcon);
+        evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
         evhttp_connection_set_closecb(p->evcon, park_close_cb, p);
+        if (fd >= 0) {
+            p->watch = event_new(d->base, fd, EV_READ | EV_PERSIST,
+                                 park_watch_cb, p);
+            if (p->watch)
+                event_add(p->watch, NULL);
+        }
+    }
     p->next = d->parks[type];
     if (p->next)
         p->next->prev = p;
@@ -357,6 +392,8 @@ gq_park_free(struct gq_park *p)
     if (p->next)
         p->next->prev = p->prev;
     d->nparked--;
+    if (p->watch)
+        event_free(p->watch);
     event_free(p->timer);
     free(p);
 }

@@ -40,6 +40,7 @@ struct gq_park {
     struct evhttp_request *req;
     struct evhttp_connection *evcon;
     struct event *timer;          /* wait deadline / SSE ping */
+    struct event *watch;          /* notices the client hanging up */
     struct gq_park *prev, *next;  /* in d->parks[type] */
     uint64_t seq;                 /* JOBWAIT/LOCK: the job; SSE: 0 = any */
     int cls;                      /* SSE: class filter, -1 = any */

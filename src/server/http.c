@@ -578,8 +578,7 @@ gq_http_sse_send(struct gq_daemon *d, json_t *ev)
             gq_log(GQ_LOG_WARN, "event stream not read; closing it");
             struct evhttp_connection *evcon = p->evcon;
             gq_park_free(p);
-            evhttp_send_reply_end(p == NULL ? NULL : NULL);
-            evhttp_connection_free(evcon);
+            evhttp_connection_free(evcon); /* frees the request too */
             continue;
         }
         if (text == NULL)
