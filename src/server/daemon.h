@@ -90,6 +90,7 @@ struct gq_daemon {
     int64_t wall_off_us;          /* wall clock = monotonic + wall_off_us */
     int64_t started_us;           /* monotonic start */
     int draining;
+    int fault_injection;          /* --fault-injection: /v1/admin/fault */
     int exit_code;
     char errbuf[GQ_STORE_ERRLEN];
 };

@@ -1066,6 +1066,38 @@ h_drain(struct ctx *c)
     gq_daemon_drain(c->d, deadline);
 }
 
+/* Test hook, only with --fault-injection: arms the store's failures. */
+static void
+h_fault(struct ctx *c)
+{
+    static const char *const fields[] = {"kind", "after", NULL};
+    const char *kind = NULL;
+    json_int_t after = 0;
+    enum gq_fault f;
+    if (!c->d->fault_injection) {
+        err(c, GQ_ENOENT, NULL, "no such route");
+        return;
+    }
+    if (check_fields(c, fields) < 0 || opt_str(c, "kind", 8, 1, &kind) < 0 ||
+        opt_int(c, "after", 0, 1000000, &after) < 0)
+        return;
+    if (strcmp(kind, "none") == 0)
+        f = GQ_FAULT_NONE;
+    else if (strcmp(kind, "full") == 0)
+        f = GQ_FAULT_FULL;
+    else if (strcmp(kind, "io") == 0)
+        f = GQ_FAULT_IO;
+    else {
+        err(c, GQ_EINVAL, "kind", "kind must be none, full or io");
+        return;
+    }
+    gq_log(GQ_LOG_WARN, "fault injection: %s after %d writes", kind,
+           (int)after);
+    gq_store_fault(f, (int)after);
+    gq_reply(c->d, c->req, 200, json_pack("{s:s, s:I}", "kind", kind,
+                                          "after", after));
+}
+
 /* --- routing --- */
 
 static const struct route routes[] = {
@@ -1087,6 +1119,7 @@ static const struct route routes[] = {
     {EVHTTP_REQ_GET, "/healthz", h_health, 0},
     {EVHTTP_REQ_GET, "/metrics", h_metrics, 0},
     {EVHTTP_REQ_POST, "/v1/admin/drain", h_drain, 1},
+    {EVHTTP_REQ_POST, "/v1/admin/fault", h_fault, 1},
 };
 
 /* Splits a path into at most MAX_SEGS segments (modifies buf). */

@@ -23,6 +23,7 @@ usage(FILE *f)
     fprintf(f,
             "usage: gpuqd [--config FILE] [--data DIR] [--listen HOST:PORT]"
             " [--debug]\n"
+            "             [--fault-injection]   (tests only)\n"
             "       gpuqd --check-config FILE\n"
             "       gpuqd --version\n"
             "Flags override the file; with no file the built-in defaults "
@@ -38,6 +39,7 @@ main(int argc, char **argv)
         {"listen", required_argument, NULL, 'l'},
         {"check-config", required_argument, NULL, 'C'},
         {"debug", no_argument, NULL, 'v'},
+        {"fault-injection", no_argument, NULL, 'F'},
         {"version", no_argument, NULL, 'V'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -46,7 +48,7 @@ main(int argc, char **argv)
     static struct gq_config cfg;
     static struct gq_daemon d;
     static char err[8192];
-    int ch, rc;
+    int ch, rc, faults = 0;
 
     while ((ch = getopt_long(argc, argv, "c:d:l:vh", opts, NULL)) != -1) {
         switch (ch) {
@@ -55,6 +57,7 @@ main(int argc, char **argv)
         case 'l': listen = optarg; break;
         case 'C': check = optarg; break;
         case 'v': gq_log_level = GQ_LOG_DEBUG; break;
+        case 'F': faults = 1; break;
         case 'V': printf("gpuqd %s\n", GQ_VERSION); return 0;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
@@ -102,6 +105,7 @@ main(int argc, char **argv)
         gq_daemon_close(&d);
         return 1;
     }
+    d.fault_injection = faults;
     sd_notify(0, "READY=1\nSTATUS=serving");
     rc = gq_daemon_run(&d);
     sd_notify(0, "STOPPING=1");
