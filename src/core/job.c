@@ -79,14 +79,16 @@ int
 gq_job_parse_id(const char *s, uint64_t *seq)
 {
     uint64_t v = 0;
-    if (s == NULL || s[0] != 'j' || s[1] == '\0' || strlen(s) > 20)
+    /* "j" + at most 20 digits: UINT64_MAX has 20. */
+    if (s == NULL || s[0] != 'j' || s[1] == '\0' || strlen(s) > 21)
         return GQ_EINVAL;
     for (const char *p = s + 1; *p; p++) {
         if (*p < '0' || *p > '9')
             return GQ_EINVAL;
-        if (v > (UINT64_MAX - 9) / 10)
+        uint64_t d = (uint64_t)(*p - '0');
+        if (v > (UINT64_MAX - d) / 10)
             return GQ_EINVAL;
-        v = v * 10 + (uint64_t)(*p - '0');
+        v = v * 10 + d;
     }
     if (v == 0)
         return GQ_EINVAL;

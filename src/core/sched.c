@@ -30,6 +30,7 @@ struct sclass {
     struct gq_class_conf conf;
     int tier;                 /* index into tiers */
     struct gq_job *root;      /* ready treap */
+    struct gq_job *head;      /* its first job, cached: picks are O(1) */
     struct gq_job *f_head;    /* ready jobs, oldest enqueue first */
     struct gq_job *f_tail;
     uint32_t nready, nbackoff, nrunning;
@@ -346,6 +347,8 @@ make_ready(struct gq_sched *s, struct gq_job *j)
     wake(s, j->cls);
     j->t_prio = rnd(s);
     c->root = tinsert(c->root, j);
+    if (c->head == NULL || jcmp(j, c->head) < 0)
+        c->head = j;
     j->f_next = NULL;
     j->f_prev = c->f_tail;
     if (c->f_tail)
@@ -361,6 +364,8 @@ unready(struct gq_sched *s, struct gq_job *j)
 {
     struct sclass *c = &s->cls[j->cls];
     c->root = tdelete(c->root, j);
+    if (c->head == j)
+        c->head = tfirst(c->root);
     j->t_left = j->t_right = NULL;
     j->t_size = 0;
     if (j->f_prev)
@@ -556,7 +561,7 @@ gq_sched_pick(struct gq_sched *s, int64_t now, gq_servable_fn servable,
             struct sclass *c = &s->cls[t->cls[k]];
             if (c->nready == 0)
                 continue;
-            if (servable && !servable(ud, tfirst(c->root)))
+            if (servable && !servable(ud, c->head))
                 continue;
             cand[nc++] = t->cls[k];
         }
@@ -576,7 +581,7 @@ gq_sched_pick(struct gq_sched *s, int64_t now, gq_servable_fn servable,
                 best = ci;
         }
         struct sclass *c = &s->cls[best];
-        struct gq_job *j = tfirst(c->root);
+        struct gq_job *j = c->head;
         unready(s, j);
         if (j->d_idx)
             hdel(&s->deadline, j);

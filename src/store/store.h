@@ -62,7 +62,8 @@ struct gq_store_filter {
 };
 
 /* Callbacks return 0 to go on, nonzero to stop (passed back). The record
- * is only valid during the call. */
+ * is only valid during the call.  A callback may call other operations of
+ * the store, but must not start the same listing again. */
 typedef int (*gq_store_job_fn)(void *ud, const struct gq_jobrec *r);
 typedef int (*gq_store_event_fn)(void *ud, int64_t t_us, const char *state,
                                  const char *detail);
@@ -73,11 +74,17 @@ struct gq_store_ops {
     const char *name;
     void (*close)(struct gq_store *st);
     int (*begin)(struct gq_store *st, char *err);
+    /* On failure the batch is rolled back (rollback is then a no-op). */
     int (*commit)(struct gq_store *st, char *err);
+    /* Discards the open batch; does nothing when none is open. */
     void (*rollback)(struct gq_store *st);
-    /* Inserts r (r->seq out: a new id that never repeats). */
+    /* Inserts r (r->seq out: a new id that never repeats; only an id
+     * from a batch that was rolled back may be issued again).  A
+     * duplicate idem_key gives GQ_EINVAL. */
     int (*insert)(struct gq_store *st, struct gq_jobrec *r, char *err);
-    /* Writes every mutable field of r over the row r->seq. */
+    /* Writes every mutable field of r over the row r->seq: all but
+     * cls, kind, payload, metadata, idem_key and created_us, which are
+     * fixed at insert.  GQ_ENOENT if there is no such row. */
     int (*update)(struct gq_store *st, const struct gq_jobrec *r,
                   char *err);
     /* Appends to the job's history; detail is JSON or NULL. */
@@ -88,7 +95,8 @@ struct gq_store_ops {
     /* Finds a job by idempotency key; GQ_ENOENT if none. */
     int (*find_key)(struct gq_store *st, const char *key, uint64_t *seq,
                     char *err);
-    /* Jobs matching f in seq order. */
+    /* Jobs matching f in seq order; f NULL lists all, a limit outside
+     * 1..1000 means 1000. */
     int (*list)(struct gq_store *st, const struct gq_store_filter *f,
                 gq_store_job_fn fn, void *ud, char *err);
     /* Every queued or running job, in seq order (start-up recovery). */
