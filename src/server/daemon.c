@@ -1039,8 +1039,12 @@ check_drained(struct gq_daemon *d)
 {
     if (d->draining &&
         gq_sched_free_slots(d->sched) == gq_sched_nslots(d->sched)) {
-        gq_log(GQ_LOG_INFO, "drained; exiting");
-        event_base_loopexit(d->base, NULL);
+        /* Let the last replies reach their sockets before exiting. */
+        struct timeval tv = {0, 100000};
+        if (d->draining == 1)
+            gq_log(GQ_LOG_INFO, "drained; exiting");
+        d->draining = 2;
+        event_base_loopexit(d->base, &tv);
     }
 }
 

@@ -75,6 +75,15 @@ text_json(const char *text)
     return v ? v : json_string(text);
 }
 
+/* Seconds as JSON: an integer when whole (120), else a real (0.5). */
+static json_t *
+num_json(double v)
+{
+    if (v == floor(v) && fabs(v) < 1e15)
+        return json_integer((json_int_t)v);
+    return json_real(v);
+}
+
 static json_t *
 str_json(const char *s)
 {
@@ -601,13 +610,13 @@ gq_http_grant(struct gq_daemon *d, struct gq_park *p,
     snprintf(lid, sizeof lid, "j%" PRIu64 ".%" PRIu64, r->seq, r->token);
     if (p->type == GQ_PARK_LEASE)
         gq_reply(d, p->req, 200,
-                 json_pack("{s:s, s:I, s:f, s:o}", "lease_id", lid, "token",
-                           (json_int_t)r->token, "ttl", ttl, "job",
+                 json_pack("{s:s, s:I, s:o, s:o}", "lease_id", lid, "token",
+                           (json_int_t)r->token, "ttl", num_json(ttl), "job",
                            gq_job_json(d, r)));
     else
         gq_reply(d, p->req, 200,
-                 json_pack("{s:s, s:I, s:f, s:s}", "lock_id", lid, "token",
-                           (json_int_t)r->token, "ttl", ttl, "job_id",
+                 json_pack("{s:s, s:I, s:o, s:s}", "lock_id", lid, "token",
+                           (json_int_t)r->token, "ttl", num_json(ttl), "job_id",
                            gq_job_id(r->seq, jid, sizeof jid)));
 }
 
@@ -674,7 +683,7 @@ heartbeat(struct ctx *c)
         return;
     }
     gq_reply(c->d, c->req, 200,
-             json_pack("{s:f, s:b}", "ttl", ttl, "yield", yield));
+             json_pack("{s:o, s:b}", "ttl", num_json(ttl), "yield", yield));
 }
 
 static void
@@ -1173,12 +1182,12 @@ parse_body(struct ctx *c)
     const char *data = (const char *)evbuffer_pullup(in, -1);
     c->body = json_loadb(data, len, JSON_REJECT_DUPLICATES, &je);
     if (c->body == NULL) {
-        err(c, GQ_EINVAL, "body", "invalid JSON at byte %d: %s", je.position,
+        err(c, GQ_EINVAL, NULL, "invalid JSON at byte %d: %s", je.position,
             je.text);
         return -1;
     }
     if (!json_is_object(c->body)) {
-        err(c, GQ_EINVAL, "body", "the body must be a JSON object");
+        err(c, GQ_EINVAL, NULL, "the body must be a JSON object");
         return -1;
     }
     return 0;
@@ -1243,7 +1252,9 @@ gq_http_setup(struct gq_daemon *d)
     evhttp_set_max_body_size(d->http, (ev_ssize_t)d->cfg.max_body * 2);
     evhttp_set_max_headers_size(d->http, 16384);
     evhttp_set_timeout_tv(d->http, &tv);
-    evhttp_set_allowed_methods(d->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST |
-                                            EVHTTP_REQ_DELETE |
-                                            EVHTTP_REQ_HEAD);
+    /* Every method reaches the router, which answers 405 as JSON. */
+    evhttp_set_allowed_methods(
+        d->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_DELETE |
+                     EVHTTP_REQ_HEAD | EVHTTP_REQ_PUT | EVHTTP_REQ_PATCH |
+                     EVHTTP_REQ_OPTIONS);
 }
