@@ -649,8 +649,18 @@ slot_cb(evutil_socket_t fd, short what, void *arg)
     int64_t now = gq_now();
     for (int s = 0; s < gq_sched_nslots(d->sched); s++) {
         struct gq_job *j = gq_sched_slot(d->sched, s);
-        if (j == NULL || j->expires_us > now)
+        if (j == NULL)
             continue;
+        if (j->expires_us > now) {
+            /* Timers run on libevent's cached time, which can be a little
+             * behind ours: fire again for what is left. */
+            int64_t left = j->expires_us - now;
+            struct timeval tv = {(time_t)(left / 1000000),
+                                 (suseconds_t)(left % 1000000)};
+            if (!evtimer_pending(d->slot_ev[s], NULL))
+                evtimer_add(d->slot_ev[s], &tv);
+            continue;
+        }
         struct gq_jobrec r = {0};
         if (gq_batch(d) < 0 || checked(d, gq_get(d, j->seq, &r), "get") < 0) {
             gq_jobrec_clear(&r);

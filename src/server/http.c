@@ -516,9 +516,9 @@ h_requeue(struct ctx *c)
         return;
     int rc = gq_op_requeue(c->d, seq, &r);
     if (rc == GQ_ESTATE)
-        err(c, rc, NULL, "a %s %s cannot be requeued",
-            gq_state_str((enum gq_state)r.state),
-            gq_kind_str((enum gq_kind)r.kind));
+        err(c, rc, NULL, "%s cannot be requeued (it is %s)",
+            r.kind == GQ_KIND_LOCK ? "a lock job" : "this job",
+            gq_state_str((enum gq_state)r.state));
     else if (rc < 0)
         op_err(c, rc, NULL);
     else
@@ -910,10 +910,10 @@ h_status(struct ctx *c)
                 tier_w += gq_sched_conf(d->sched, o)->weight;
         json_array_append_new(
             classes,
-            json_pack("{s:s, s:i, s:f, s:i, s:i, s:i, s:i, s:i, s:I, s:f, "
+            json_pack("{s:s, s:i, s:o, s:i, s:i, s:i, s:i, s:i, s:I, s:f, "
                       "s:f, s:i, s:I, s:i}",
                       "name", cc->name, "priority", cc->priority, "weight",
-                      cc->weight, "max_consecutive", cc->max_consecutive,
+                      num_json(cc->weight), "max_consecutive", cc->max_consecutive,
                       "ready", (int)st.ready, "backoff", (int)st.backoff,
                       "running", (int)st.running, "queued",
                       (int)(st.ready + st.backoff), "oldest_wait_ms",
