@@ -2,8 +2,10 @@
 PKGS      := libevent libevent_pthreads jansson sqlite3 inih libsystemd libcurl
 CC        ?= cc
 OPT       ?= -O2
+SAN       ?=
 CFLAGS    += -std=c17 $(OPT) -g -Wall -Wextra -Werror -Wformat=2 \
-             -Wshadow -Wno-unused-parameter -D_GNU_SOURCE -pthread
+             -Wshadow -Wno-unused-parameter -D_GNU_SOURCE -pthread $(SAN)
+LDFLAGS   += $(SAN)
 PKGCFLAGS  = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKGLIBS    = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 LDLIBS    += $(PKGLIBS) -lm -pthread
@@ -75,9 +77,10 @@ bench: bench-deps all $(BENCH_BIN)
 # The whole suite under AddressSanitizer and UndefinedBehaviorSanitizer,
 # in its own build tree.
 asan:
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	$(MAKE) test B=build/asan BIN=build/asan/bin OPT=-O1 \
-	  CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
-	  LDFLAGS="-fsanitize=address,undefined"
+	  SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all"
 
 fmt:
 	clang-format -i src/*/*.c src/*/*.h tests/*.c bench/*.c

@@ -184,7 +184,11 @@ void
 gq_jobtab_each(const struct gq_jobtab *t,
                void (*fn)(struct gq_job *, void *), void *ud)
 {
-    for (size_t i = 0; i < t->nbuckets; i++)
-        for (struct gq_job *j = t->buckets[i]; j; j = j->h_next)
+    for (size_t i = 0; i < t->nbuckets; i++) {
+        struct gq_job *j, *next;
+        for (j = t->buckets[i]; j; j = next) {
+            next = j->h_next; /* fn may free j */
             fn(j, ud);
+        }
+    }
 }

@@ -117,7 +117,8 @@ void gq_jobtab_close(struct gq_jobtab *t); /* frees buckets, not jobs */
 int gq_jobtab_put(struct gq_jobtab *t, struct gq_job *j); /* 0/GQ_ENOMEM */
 struct gq_job *gq_jobtab_get(const struct gq_jobtab *t, uint64_t seq);
 void gq_jobtab_del(struct gq_jobtab *t, struct gq_job *j);
-/* Calls fn for every job; fn must not change the table. */
+/* Calls fn for every job; fn may free the job it is given but must not
+ * otherwise change the table. */
 void gq_jobtab_each(const struct gq_jobtab *t,
                     void (*fn)(struct gq_job *, void *), void *ud);
 

@@ -143,11 +143,18 @@ send_now(struct evhttp_request *req, int status, const char *body,
     evhttp_send_reply(req, status, reason, NULL);
 }
 
+/*
+ * A connection is going away while a reply waits for the commit.  If
+ * libevent has already detached the request from it (EOF or timeout),
+ * the request is ours and sending the reply frees it; otherwise libevent
+ * frees it with the connection and we must forget it.
+ */
 static void
 pending_close_cb(struct evhttp_connection *evcon, void *arg)
 {
     struct gq_pending *p = arg;
-    p->req = NULL;
+    if (evhttp_request_get_connection(p->req) != NULL)
+        p->req = NULL;
 }
 
 static void
@@ -290,7 +297,15 @@ park_close_cb(struct evhttp_connection *evcon, void *arg)
 {
     struct gq_park *p = arg;
     struct gq_daemon *d = p->d;
-    /* The request is freed by evhttp right after this: forget it. */
+    /* A request libevent has detached from its dying connection is ours
+     * to free (ending a chunked reply frees it); an attached one is
+     * freed with the connection. */
+    if (evhttp_request_get_connection(p->req) == NULL) {
+        if (p->type == GQ_PARK_SSE)
+            evhttp_send_reply_end(p->req);
+        else
+            evhttp_request_free(p->req);
+    }
     if (p->type == GQ_PARK_LOCK) {
         uint64_t seq = p->seq;
         gq_park_free(p);
