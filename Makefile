@@ -1,5 +1,6 @@
 # gpuq - see README.md.  `make` builds bin/gpuqd and bin/gpuq.
-PKGS      := libevent libevent_pthreads jansson sqlite3 inih libsystemd libcurl
+PKGS      := libevent libevent_pthreads jansson sqlite3 inih libsystemd libcurl \
+             sndfile samplerate openssl
 CC        ?= cc
 OPT       ?= -O2
 SAN       ?=
@@ -14,12 +15,14 @@ BIN       ?= bin
 
 CORE_SRC   := $(wildcard src/core/*.c)
 STORE_SRC  := $(wildcard src/store/*.c)
+EXEC_SRC   := $(wildcard src/exec/*.c)
 SERVER_SRC := $(filter-out src/server/main.c,$(wildcard src/server/*.c))
 CLI_SRC    := $(wildcard src/cli/*.c)
 
 obj = $(patsubst src/%.c,$(B)/%.o,$(1))
 CORE_OBJ   := $(call obj,$(CORE_SRC))
 STORE_OBJ  := $(call obj,$(STORE_SRC))
+EXEC_OBJ   := $(call obj,$(EXEC_SRC))
 SERVER_OBJ := $(call obj,$(SERVER_SRC))
 CLI_OBJ    := $(call obj,$(CLI_SRC))
 
@@ -40,7 +43,7 @@ $(B)/%.o: src/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(PKGCFLAGS) -MMD -MP -c -o $@ $<
 
-$(BIN)/gpuqd: $(B)/server/main.o $(SERVER_OBJ) $(STORE_OBJ) $(CORE_OBJ)
+$(BIN)/gpuqd: $(B)/server/main.o $(SERVER_OBJ) $(EXEC_OBJ) $(STORE_OBJ) $(CORE_OBJ)
 	@mkdir -p $(BIN)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS)
 
@@ -48,11 +51,11 @@ $(BIN)/gpuq: $(CLI_OBJ) $(CORE_OBJ)
 	@mkdir -p $(BIN)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS)
 
-$(B)/tests/%: tests/%.c $(SERVER_OBJ) $(STORE_OBJ) $(CORE_OBJ)
+$(B)/tests/%: tests/%.c $(SERVER_OBJ) $(EXEC_OBJ) $(STORE_OBJ) $(CORE_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(PKGCFLAGS) -Isrc -o $@ $^ $(LDFLAGS) $(LDLIBS) -lcmocka
 
-$(B)/bench/%: bench/%.c $(SERVER_OBJ) $(STORE_OBJ) $(CORE_OBJ)
+$(B)/bench/%: bench/%.c $(SERVER_OBJ) $(EXEC_OBJ) $(STORE_OBJ) $(CORE_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(PKGCFLAGS) -Isrc -o $@ $^ $(LDFLAGS) $(LDLIBS)
 

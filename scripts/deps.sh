@@ -3,7 +3,8 @@
 # are present.  Uses sudo when not root.  Usage: scripts/deps.sh [build|test|bench]
 set -e
 pkgs="build-essential pkg-config libevent-dev libcurl4-openssl-dev
-libjansson-dev libsqlite3-dev libinih-dev libsystemd-dev"
+libjansson-dev libsqlite3-dev libinih-dev libsystemd-dev libsndfile1-dev
+libsamplerate0-dev libssl-dev"
 case "${1:-build}" in
 test) pkgs="$pkgs libcmocka-dev python3 curl" ;;
 bench) pkgs="$pkgs python3 beanstalkd" ;;
