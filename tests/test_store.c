@@ -494,11 +494,11 @@ test_load_active(void **state)
     reopen(fx);
     struct seqs s = {0};
     OK(fx->st->ops->load_active(fx->st, collect, &s, fx->err), fx);
-    /* Active: 0 (now running), 7 (queued), 8 (running). */
+    /* Running first (0, 8), then queued (7), each in seq order. */
     assert_int_equal(s.n, 3);
     assert_int_equal(s.v[0], seq[0]);
-    assert_int_equal(s.v[1], seq[7]);
-    assert_int_equal(s.v[2], seq[8]);
+    assert_int_equal(s.v[1], seq[8]);
+    assert_int_equal(s.v[2], seq[7]);
     s = (struct seqs){.stop_at = 1};
     assert_int_equal(fx->st->ops->load_active(fx->st, collect, &s, NULL), 7);
 }
@@ -667,7 +667,7 @@ static void
 test_migration(void **state)
 {
     struct fixture *fx = *state;
-    /* An empty file becomes a version-1 store. */
+    /* An empty file becomes a current (version-2) store. */
     FILE *fp = fopen(fx->path, "w");
     assert_non_null(fp);
     fclose(fp);
@@ -677,7 +677,7 @@ test_migration(void **state)
     OK(gq_store_commit(fx->st, fx->err), fx);
     gq_store_close(fx->st);
     fx->st = NULL;
-    assert_int_equal(user_version(fx->path), 1);
+    assert_int_equal(user_version(fx->path), 2);
 
     /* Reopening keeps the version and the data. */
     reopen(fx);
@@ -686,10 +686,37 @@ test_migration(void **state)
     gq_jobrec_clear(&r);
     gq_store_close(fx->st);
     fx->st = NULL;
+    assert_int_equal(user_version(fx->path), 2);
+
+    /* A version-1 file (no deps column) is migrated and keeps its rows;
+     * deps round-trips once the column exists. */
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(fx->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "ALTER TABLE jobs DROP COLUMN deps;"
+                                      "PRAGMA user_version = 1",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
     assert_int_equal(user_version(fx->path), 1);
+    reopen(fx);
+    OK(fx->st->ops->get(fx->st, a, &r, fx->err), fx);
+    assert_null(r.deps);
+    gq_jobrec_clear(&r);
+    struct gq_jobrec nd = {0};
+    snprintf(nd.cls, sizeof nd.cls, "c");
+    nd.deps = strdup("[1,2]");
+    OK(gq_store_begin(fx->st, fx->err), fx);
+    OK(fx->st->ops->insert(fx->st, &nd, fx->err), fx);
+    OK(gq_store_commit(fx->st, fx->err), fx);
+    OK(fx->st->ops->get(fx->st, nd.seq, &r, fx->err), fx);
+    assert_string_equal(r.deps, "[1,2]");
+    gq_jobrec_clear(&r);
+    gq_jobrec_clear(&nd);
+    gq_store_close(fx->st);
+    fx->st = NULL;
+    assert_int_equal(user_version(fx->path), 2);
 
     /* A newer schema is refused, not guessed at. */
-    sqlite3 *db;
     assert_int_equal(sqlite3_open(fx->path, &db), SQLITE_OK);
     assert_int_equal(
         sqlite3_exec(db, "PRAGMA user_version = 99", NULL, NULL, NULL),
@@ -733,7 +760,7 @@ test_migration(void **state)
         OK(st->ops->insert(st, &j, fx->err), fx);
         OK(gq_store_commit(st, fx->err), fx);
         gq_store_close(st);
-        assert_int_equal(user_version(p), 1);
+        assert_int_equal(user_version(p), 2);
     }
 }
 

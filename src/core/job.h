@@ -80,6 +80,7 @@ struct gq_job {
     uint8_t kind;          /* enum gq_kind */
     uint16_t attempts;     /* grants so far */
     int16_t slot;          /* slot held while running, else -1 */
+    uint8_t blocked;       /* queued but waiting for dependencies */
 
     /* Scheduler links: ready treap, class FIFO, timer heaps. */
     struct gq_job *t_left, *t_right;

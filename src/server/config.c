@@ -10,10 +10,14 @@
  * characters and say nothing about a section without keys).  inih then
  * sees only "key = value" lines, and blank ones in place of the others, so
  * its line numbers stay ours.  Every problem is recorded with its line and
- * parsing goes on, so one run reports them all.
+ * parsing goes on, so one run reports them all.  The lines of [models]
+ * never reach inih: model names hold ':' (gemma3:12b), which inih would
+ * take for a separator, so the reader splits them at '=' itself.
  *
  * Keys are described by tables (one per section) of name, type, offset
  * and allowed range; loading a file and gq_config_check share them.
+ * References between sections (a class's backend, a model's class) may
+ * point forward, so they are resolved once the whole file is read.
  */
 #include "config.h"
 
@@ -32,11 +36,18 @@
 
 #include "../core/err.h"
 
-/* A class as the file describes it: its policy and its retry backoff. */
+/* What a class gets for the executor keys its section does not set. */
+#define EXEC_DEFAULTS                                                       \
+    {.executor = GQ_EXEC_WORKER, .backend = -1, .max_hold = 2.0,            \
+     .audio_roots = ""}
+
+/* A class as the file describes it: its policy, backoff and executor. */
 struct class_ext {
     struct gq_class_conf conf;
     double backoff_base;    /* seconds */
     double backoff_max;     /* seconds */
+    struct gq_class_exec exec;      /* .backend is resolved after the file */
+    char backend[GQ_NAME_MAX];      /* the backend key's name, "" = none */
 };
 
 /* What a class gets for the keys its section does not set. */
@@ -46,6 +57,7 @@ static const struct class_ext class_defaults = {
              .max_attempts = 3},
     .backoff_base = 1.0,
     .backoff_max = 300.0,
+    .exec = EXEC_DEFAULTS,
 };
 
 /* The seed design's classes: the classes when no file names any. */
@@ -53,17 +65,25 @@ static const struct class_ext seed_classes[] = {
     {.conf = {.name = "chatbot", .priority = 10, .weight = 1.0,
               .max_consecutive = 0, .max_queue = 1000,
               .queue_timeout = 60.0, .lease_ttl = 120.0, .max_attempts = 1},
-     .backoff_base = 1.0, .backoff_max = 300.0},
+     .backoff_base = 1.0, .backoff_max = 300.0, .exec = EXEC_DEFAULTS},
     {.conf = {.name = "transcription", .priority = 0, .weight = 70.0,
               .max_consecutive = 2, .max_queue = 1000,
               .queue_timeout = 0.0, .lease_ttl = 120.0, .max_attempts = 3},
-     .backoff_base = 1.0, .backoff_max = 300.0},
+     .backoff_base = 1.0, .backoff_max = 300.0, .exec = EXEC_DEFAULTS},
     {.conf = {.name = "summarization", .priority = 0, .weight = 30.0,
               .max_consecutive = 1, .max_queue = 1000,
               .queue_timeout = 0.0, .lease_ttl = 120.0, .max_attempts = 3},
-     .backoff_base = 1.0, .backoff_max = 300.0},
+     .backoff_base = 1.0, .backoff_max = 300.0, .exec = EXEC_DEFAULTS},
 };
 #define NSEED ((int)(sizeof seed_classes / sizeof seed_classes[0]))
+
+/* What a backend gets for the keys its section does not set. */
+static const struct gq_backend_conf backend_defaults = {
+    .name = "", .type = GQ_BACKEND_WHISPER_CPP, .url = "", .model = "",
+    .timeout = 300.0, .max_concurrency = 1, .breaker_failures = 5,
+    .breaker_cooldown = 10.0, .health_interval = 10.0,
+    .context_tokens = 4096,
+};
 
 /* A word a key accepts, and the number stored for it. */
 struct word {
@@ -79,16 +99,55 @@ static const struct word share_words[] = {
     {"time", GQ_SHARE_TIME}, {"grants", GQ_SHARE_GRANTS}, {NULL, 0},
 };
 
-/* K_WORD stores through an int pointer, also into share_by. */
+static const struct word backend_words[] = {
+    {"whisper-cpp", GQ_BACKEND_WHISPER_CPP},
+    {"openai", GQ_BACKEND_OPENAI},
+    {"ollama", GQ_BACKEND_OLLAMA},
+    {NULL, 0},
+};
+
+static const struct word exec_words[] = {
+    {"transcribe", GQ_EXEC_TRANSCRIBE},
+    {"summarize", GQ_EXEC_SUMMARIZE},
+    {"chat", GQ_EXEC_CHAT},
+    {"worker", GQ_EXEC_WORKER},
+    {NULL, 0},
+};
+
+/* K_WORD stores through an int pointer, also into these enums. */
 _Static_assert(sizeof(enum gq_share_by) == sizeof(int),
                "share_by is stored as an int");
+_Static_assert(sizeof(enum gq_backend_type) == sizeof(int),
+               "a backend's type is stored as an int");
+_Static_assert(sizeof(enum gq_executor) == sizeof(int),
+               "a class's executor is stored as an int");
+
+/*
+ * The backend types each executor can use, one bit per enum
+ * gq_backend_type (0: it needs none), and how a message names them.
+ */
+static const struct exec_rule {
+    unsigned types;
+    const char *what;
+} exec_rules[] = {
+    [GQ_EXEC_WORKER] = {0, NULL},
+    [GQ_EXEC_TRANSCRIBE] = {1u << GQ_BACKEND_WHISPER_CPP, "a whisper-cpp"},
+    [GQ_EXEC_SUMMARIZE] = {1u << GQ_BACKEND_OPENAI | 1u << GQ_BACKEND_OLLAMA,
+                           "an openai or ollama"},
+    [GQ_EXEC_CHAT] = {1u << GQ_BACKEND_OPENAI | 1u << GQ_BACKEND_OLLAMA,
+                      "an openai or ollama"},
+};
+#define NEXEC ((int)(sizeof exec_rules / sizeof exec_rules[0]))
 
 enum ktype {
     K_INT,      /* int */
     K_LONG,     /* long */
     K_DOUBLE,   /* double, finite */
     K_STR,      /* char[size], not empty */
+    K_OPTSTR,   /* char[size], may be empty (but not set to "") */
     K_LISTEN,   /* char[size] holding HOST:PORT */
+    K_URL,      /* char[size] holding http(s)://HOST:PORT */
+    K_PATHS,    /* char[size]: absolute paths split by ':' or ',', or "" */
     K_WORD,     /* int (or enum) from one of words */
 };
 
@@ -99,7 +158,7 @@ struct keydef {
     const char *name;
     enum ktype type;
     size_t off;                 /* offset in the section's struct */
-    size_t size;                /* K_STR, K_LISTEN: the buffer's size */
+    size_t size;                /* strings: the buffer's size */
     double lo, hi;              /* numbers: allowed range, inclusive */
     int lo_open;                /* nonzero: lo itself is not allowed */
     const struct word *words;   /* K_WORD: the accepted words */
@@ -107,7 +166,10 @@ struct keydef {
 
 #define CF(f) offsetof(struct gq_config, f)
 #define CL(f) offsetof(struct class_ext, f)
+#define CB(f) offsetof(struct gq_backend_conf, f)
 #define CSTR(f) CF(f), sizeof(((struct gq_config *)0)->f)
+#define CLSTR(f) CL(f), sizeof(((struct class_ext *)0)->f)
+#define CBSTR(f) CB(f), sizeof(((struct gq_backend_conf *)0)->f)
 
 /* [server]: offsets into struct gq_config. */
 static const struct keydef server_keys[] = {
@@ -133,6 +195,12 @@ static const struct keydef sched_keys[] = {
     {"share_by", K_WORD, CF(share_by), 0, 0, 0, 0, share_words},
 };
 
+/* [callbacks]: offsets into struct gq_config. */
+static const struct keydef callback_keys[] = {
+    {"secret", K_OPTSTR, CSTR(callback_secret), 0, 0, 0, NULL},
+    {"attempts", K_INT, CF(callback_attempts), 0, 1, NOBOUND, 0, NULL},
+};
+
 /* [class NAME]: offsets into struct class_ext. */
 static const struct keydef class_keys[] = {
     {"priority", K_INT, CL(conf.priority), 0, -NOBOUND, NOBOUND, 0, NULL},
@@ -146,6 +214,27 @@ static const struct keydef class_keys[] = {
     {"max_attempts", K_INT, CL(conf.max_attempts), 0, 1, NOBOUND, 0, NULL},
     {"backoff_base", K_DOUBLE, CL(backoff_base), 0, 0, NOBOUND, 0, NULL},
     {"backoff_max", K_DOUBLE, CL(backoff_max), 0, 0, NOBOUND, 0, NULL},
+    {"executor", K_WORD, CL(exec.executor), 0, 0, 0, 0, exec_words},
+    /* A name, resolved to exec.backend after the file (resolve()). */
+    {"backend", K_OPTSTR, CLSTR(backend), 0, 0, 0, NULL},
+    {"max_hold", K_DOUBLE, CL(exec.max_hold), 0, 0, NOBOUND, 1, NULL},
+    {"audio_roots", K_PATHS, CLSTR(exec.audio_roots), 0, 0, 0, NULL},
+};
+
+/* [backend NAME]: offsets into struct gq_backend_conf. */
+static const struct keydef backend_keys[] = {
+    {"type", K_WORD, CB(type), 0, 0, 0, 0, backend_words},
+    {"url", K_URL, CBSTR(url), 0, 0, 0, NULL},
+    {"timeout", K_DOUBLE, CB(timeout), 0, 0, NOBOUND, 1, NULL},
+    {"max_concurrency", K_INT, CB(max_concurrency), 0, 1, 64, 0, NULL},
+    {"model", K_OPTSTR, CBSTR(model), 0, 0, 0, NULL},
+    {"breaker_failures", K_INT, CB(breaker_failures), 0, 1, NOBOUND, 0,
+     NULL},
+    {"breaker_cooldown", K_DOUBLE, CB(breaker_cooldown), 0, 0, NOBOUND, 1,
+     NULL},
+    {"health_interval", K_DOUBLE, CB(health_interval), 0, 0, NOBOUND, 1,
+     NULL},
+    {"context_tokens", K_INT, CB(context_tokens), 0, 256, NOBOUND, 0, NULL},
 };
 
 #define NKEYS(t) ((int)(sizeof(t) / sizeof((t)[0])))
@@ -153,24 +242,61 @@ static const struct keydef class_keys[] = {
 
 struct secdef {
     const char *name;
-    const struct keydef *keys;
+    const struct keydef *keys; /* NULL: [models], whose keys are names */
     int nkeys;
+    int max;                   /* named ("[name NAME]"): at most; else 0 */
+    const char *plural;        /* named: "classes", for messages */
 };
 
-/* The class section comes last: SEC_CLASS is its index. */
-static const struct secdef sections[] = {
-    {"server", server_keys, NKEYS(server_keys)},
-    {"gpu", gpu_keys, NKEYS(gpu_keys)},
-    {"scheduler", sched_keys, NKEYS(sched_keys)},
-    {"class", class_keys, NKEYS(class_keys)},
+/* The sections, indexed by SEC_*. */
+enum {
+    SEC_SERVER, SEC_GPU, SEC_SCHEDULER, SEC_CALLBACKS, SEC_MODELS,
+    SEC_CLASS, SEC_BACKEND, NSECTIONS
 };
-#define NSECTIONS ((int)(sizeof sections / sizeof sections[0]))
-#define SEC_CLASS (NSECTIONS - 1)
 #define SEC_NONE (-1)           /* before the first header */
 #define SEC_SKIP (-2)           /* in a section already reported bad */
 
+static const struct secdef sections[] = {
+    [SEC_SERVER] = {"server", server_keys, NKEYS(server_keys), 0, NULL},
+    [SEC_GPU] = {"gpu", gpu_keys, NKEYS(gpu_keys), 0, NULL},
+    [SEC_SCHEDULER] = {"scheduler", sched_keys, NKEYS(sched_keys), 0, NULL},
+    [SEC_CALLBACKS] = {"callbacks", callback_keys, NKEYS(callback_keys), 0,
+                       NULL},
+    [SEC_MODELS] = {"models", NULL, 0, 0, NULL},
+    [SEC_CLASS] = {"class", class_keys, NKEYS(class_keys), GQ_MAX_CLASSES,
+                   "classes"},
+    [SEC_BACKEND] = {"backend", backend_keys, NKEYS(backend_keys),
+                     GQ_MAX_BACKENDS, "backends"},
+};
+_Static_assert(sizeof sections / sizeof sections[0] == NSECTIONS,
+               "one secdef per SEC_*");
+
 _Static_assert(NKEYS(server_keys) <= MAX_KEYS, "raise MAX_KEYS");
 _Static_assert(NKEYS(class_keys) <= MAX_KEYS, "raise MAX_KEYS");
+_Static_assert(NKEYS(backend_keys) <= MAX_KEYS, "raise MAX_KEYS");
+_Static_assert(NKEYS(backend_keys) <= 32, "backend_set is a bit mask");
+
+/* The index of key name in section sd, or -1. */
+static int
+find_key(const struct secdef *sd, const char *name)
+{
+    int i;
+
+    for (i = 0; i < sd->nkeys; i++)
+        if (strcmp(sd->keys[i].name, name) == 0)
+            return i;
+    return -1;
+}
+
+/* The name of value v in words, or NULL. */
+static const char *
+word_name(const struct word *w, int v)
+{
+    for (; w->name != NULL; w++)
+        if (w->value == v)
+            return w->name;
+    return NULL;
+}
 
 /* ---- error collection ------------------------------------------------ */
 
@@ -298,9 +424,12 @@ parse_num(const char *s, double *out)
     return 0;
 }
 
-/* Why s is not HOST:PORT, or NULL when it is. */
+/*
+ * Why s is not HOST:PORT, or NULL when it is.  url: s is the part of a
+ * URL after "http://", so the messages say so and port 0 is refused.
+ */
 static const char *
-listen_why(const char *s)
+hostport_why(const char *s, int url)
 {
     const char *colon, *p;
     size_t n;
@@ -324,9 +453,14 @@ listen_why(const char *s)
         if (colon == NULL)
             return "missing :PORT";
         if (strchr(colon + 1, ':') != NULL)
-            return "an IPv6 address must be in brackets, e.g. [::1]:7707";
+            return url ? "an IPv6 address must be in brackets, e.g. "
+                         "http://[::1]:8080"
+                       : "an IPv6 address must be in brackets, e.g. "
+                         "[::1]:7707";
         if (colon == s)
-            return "empty host (0.0.0.0 or [::] listens on all interfaces)";
+            return url ? "empty host"
+                       : "empty host (0.0.0.0 or [::] listens on all "
+                         "interfaces)";
         for (p = s; p < colon; p++)
             if (!isalnum((unsigned char)*p) && *p != '.' && *p != '-' &&
                 *p != '_')
@@ -334,12 +468,83 @@ listen_why(const char *s)
     }
     p = colon + 1;
     n = strlen(p);
-    if (n == 0 || n > 5 || strspn(p, "0123456789") != n)
-        return "the port must be a number from 0 to 65535";
-    port = strtol(p, NULL, 10);
-    if (port > 65535)
+    port = n == 0 || n > 5 || strspn(p, "0123456789") != n
+               ? -1 : strtol(p, NULL, 10);
+    if (url && (port < 1 || port > 65535))
+        return "the port must be a number from 1 to 65535";
+    if (port < 0 || port > 65535)
         return "the port must be a number from 0 to 65535";
     return NULL;
+}
+
+/* Why s is not http(s)://HOST:PORT, or NULL when it is. */
+static const char *
+url_why(const char *s)
+{
+    char hp[512];
+    const char *rest, *slash, *why;
+
+    if (strncmp(s, "http://", 7) == 0)
+        rest = s + 7;
+    else if (strncmp(s, "https://", 8) == 0)
+        rest = s + 8;
+    else
+        return "it must start with http:// or https://";
+    slash = strchr(rest, '/');
+    if (slash == NULL)
+        slash = rest + strlen(rest);
+    if ((size_t)(slash - rest) >= sizeof hp)
+        return "the host is too long";
+    memcpy(hp, rest, (size_t)(slash - rest));
+    hp[slash - rest] = '\0';
+    why = hostport_why(hp, 1);
+    if (why != NULL)
+        return why;
+    if (*slash != '\0')
+        return "nothing may follow the port (no path, not even '/')";
+    return NULL;
+}
+
+/*
+ * Checks s, a list of absolute paths separated by ':' or ',' (not
+ * empty): 0, or -1 with the reason in msg.  Whether the directories
+ * exist is the executor's business, at run time.
+ */
+static int
+paths_check(const char *name, const char *s, char *msg, size_t len)
+{
+    const char *p = s;
+    size_t n;
+
+    for (;;) {
+        n = strcspn(p, ":,");
+        if (n == 0) {
+            snprintf(msg, len, "%s '%s' has an empty entry", name, s);
+            return -1;
+        }
+        if (*p != '/') {
+            snprintf(msg, len, "%s: '%.*s' is not an absolute path", name,
+                     (int)n, p);
+            return -1;
+        }
+        if (p[n] == '\0')
+            return 0;
+        p += n + 1;
+    }
+}
+
+/* Nonzero if s[0..n) may be a model name: no space or control byte. */
+static int
+model_name_ok(const char *s, size_t n)
+{
+    size_t i;
+
+    if (n == 0)
+        return 0;
+    for (i = 0; i < n; i++)
+        if ((unsigned char)s[i] <= ' ' || s[i] == 0x7f)
+            return 0;
+    return 1;
 }
 
 /* Nonzero if s is a valid class name: [A-Za-z0-9_.-]{1,63}. */
@@ -408,24 +613,34 @@ check_field(const struct keydef *k, const void *base, const char *got,
         }
         break;
     case K_STR:
+    case K_OPTSTR:
     case K_LISTEN:
+    case K_URL:
+    case K_PATHS:
         if (memchr(f, '\0', k->size) == NULL) {
             snprintf(msg, len, "%s is too long (at most %zu characters)",
                      k->name, k->size - 1);
             return -1;
         }
         if (*f == '\0') {
+            if (k->type == K_OPTSTR || k->type == K_PATHS)
+                return 0;
             snprintf(msg, len, "%s must not be empty", k->name);
             return -1;
         }
-        if (k->type == K_LISTEN) {
-            why = listen_why(f);
-            if (why != NULL) {
-                snprintf(msg, len, "%s '%s' is not HOST:PORT: %s", k->name,
-                         f, why);
-                return -1;
-            }
+        why = NULL;
+        if (k->type == K_LISTEN)
+            why = hostport_why(f, 0);
+        else if (k->type == K_URL)
+            why = url_why(f);
+        if (why != NULL) {
+            snprintf(msg, len, "%s '%s' is not %s: %s", k->name, f,
+                     k->type == K_URL ? "http(s)://HOST:PORT" : "HOST:PORT",
+                     why);
+            return -1;
         }
+        if (k->type == K_PATHS)
+            return paths_check(k->name, f, msg, len);
         return 0;
     case K_WORD:
         for (i = 0; k->words[i].name != NULL; i++)
@@ -500,7 +715,10 @@ set_value(const struct keydef *k, void *base, const char *val, char *msg,
         *(double *)f = d;
         break;
     case K_STR:
+    case K_OPTSTR:
     case K_LISTEN:
+    case K_URL:
+    case K_PATHS:
         if (strlen(val) >= k->size) {
             snprintf(msg, len, "%s is too long (at most %zu characters)",
                      k->name, k->size - 1);
@@ -526,6 +744,13 @@ set_value(const struct keydef *k, void *base, const char *val, char *msg,
 
 /* ---- the file -------------------------------------------------------- */
 
+/*
+ * Room for the class of a [models] line.  inih's line buffer
+ * (INI_MAX_LINE, 200 as installed) bounds the line; were it built
+ * larger, a longer class would be cut here and then name no class.
+ */
+#define MODEL_CLASS_MAX 200
+
 struct parse {
     const char *path;
     FILE *fp;
@@ -538,11 +763,17 @@ struct parse {
     int nclasses;
     struct class_ext cls[GQ_MAX_CLASSES];
     int sec;                    /* index in sections, SEC_NONE, SEC_SKIP */
-    int cur;                    /* the class, while sec is SEC_CLASS */
+    int cur;                    /* the class or backend of a named sec */
     int sec_line[NSECTIONS];    /* header line of each fixed section */
     int class_line[GQ_MAX_CLASSES];
+    int backend_line[GQ_MAX_BACKENDS];          /* in cfg.backends */
     int seen[NSECTIONS][MAX_KEYS];              /* line a key was set on */
     int class_seen[GQ_MAX_CLASSES][MAX_KEYS];
+    int backend_seen[GQ_MAX_BACKENDS][MAX_KEYS];
+    unsigned backend_set[GQ_MAX_BACKENDS];      /* bit k: key k is valid */
+    /* [models], in cfg.model_names; the classes are resolved later. */
+    int model_line[GQ_MAX_MODELS];
+    char model_cls[GQ_MAX_MODELS][MODEL_CLASS_MAX];
     struct errbuf eb;
 };
 
@@ -565,12 +796,75 @@ perr(struct parse *p, int line, const char *fmt, ...)
     eb_put(&p->eb, msg);
 }
 
+/* The name of item i of named section s (a class or a backend). */
+static const char *
+item_name(const struct parse *p, int s, int i)
+{
+    return s == SEC_CLASS ? p->cls[i].conf.name : p->cfg.backends[i].name;
+}
+
+/*
+ * Starts "[KIND NAME]" of named section s; name[0..n) is what follows
+ * KIND.  Class and backend names follow the same rules.
+ */
+static void
+begin_named(struct parse *p, int s, const char *name, size_t n)
+{
+    const struct secdef *sd = &sections[s];
+    int *count = s == SEC_CLASS ? &p->nclasses : &p->cfg.nbackends;
+    int *lines = s == SEC_CLASS ? p->class_line : p->backend_line;
+    int i;
+
+    if (s == SEC_CLASS)
+        p->any_class = 1;
+    while (n > 0 && isspace((unsigned char)*name)) {
+        name++;
+        n--;
+    }
+    if (n == 0) {
+        perr(p, p->lineno, "missing %s name: write [%s NAME]", sd->name,
+             sd->name);
+        return;
+    }
+    if (!class_name_ok(name, n)) {
+        perr(p, p->lineno,
+             "bad %s name '%.*s': use 1 to %d of A-Z a-z 0-9 _ . -",
+             sd->name, (int)n, name, GQ_NAME_MAX - 1);
+        return;
+    }
+    for (i = 0; i < *count; i++) {
+        const char *other = item_name(p, s, i);
+        if (strlen(other) == n && memcmp(other, name, n) == 0) {
+            perr(p, p->lineno,
+                 "duplicate section [%s %.*s] (first on line %d)", sd->name,
+                 (int)n, name, lines[i]);
+            return;
+        }
+    }
+    if (*count == sd->max) {
+        perr(p, p->lineno, "too many %s (at most %d)", sd->plural, sd->max);
+        return;
+    }
+    i = (*count)++;
+    if (s == SEC_CLASS) {
+        p->cls[i] = class_defaults;
+        memcpy(p->cls[i].conf.name, name, n);
+        p->cls[i].conf.name[n] = '\0';
+    } else {
+        p->cfg.backends[i] = backend_defaults;
+        memcpy(p->cfg.backends[i].name, name, n);
+        p->cfg.backends[i].name[n] = '\0';
+    }
+    lines[i] = p->lineno;
+    p->sec = s;
+    p->cur = i;
+}
+
 /* Starts the section named by name[0..n) (inside the brackets). */
 static void
 begin_section(struct parse *p, const char *name, size_t n)
 {
-    const char *cname;
-    size_t cn;
+    size_t kn;
     int i;
 
     while (n > 0 && isspace((unsigned char)*name)) {
@@ -580,61 +874,79 @@ begin_section(struct parse *p, const char *name, size_t n)
     while (n > 0 && isspace((unsigned char)name[n - 1]))
         n--;
     p->sec = SEC_SKIP;
-    for (i = 0; i < SEC_CLASS; i++) {
-        if (strlen(sections[i].name) != n ||
-            memcmp(sections[i].name, name, n) != 0)
+    for (i = 0; i < NSECTIONS; i++) {
+        const struct secdef *sd = &sections[i];
+        kn = strlen(sd->name);
+        if (sd->max > 0) {
+            /* "[class]", "[class NAME]", not "[classy]" */
+            if (n >= kn && memcmp(sd->name, name, kn) == 0 &&
+                (n == kn || isspace((unsigned char)name[kn]))) {
+                begin_named(p, i, name + kn, n - kn);
+                return;
+            }
+            continue;
+        }
+        if (kn != n || memcmp(sd->name, name, n) != 0)
             continue;
         if (p->sec_line[i] != 0) {
             perr(p, p->lineno, "duplicate section [%s] (first on line %d)",
-                 sections[i].name, p->sec_line[i]);
+                 sd->name, p->sec_line[i]);
             return;
         }
         p->sec_line[i] = p->lineno;
         p->sec = i;
         return;
     }
-    if (n < 5 || memcmp(name, "class", 5) != 0 ||
-        (n > 5 && !isspace((unsigned char)name[5]))) {
-        perr(p, p->lineno, "unknown section [%.*s]", (int)n, name);
+    perr(p, p->lineno, "unknown section [%.*s]", (int)n, name);
+}
+
+/*
+ * One "MODEL = CLASS" line of [models]: s is the line, trimmed and
+ * without its comment, eq its first '='.  The class is looked up after
+ * the file, as it may be defined further down.
+ */
+static void
+model_line(struct parse *p, char *s, char *eq)
+{
+    char *name = s, *cls = eq + 1, *e = eq;
+    size_t n;
+    int i;
+
+    while (e > name && isspace((unsigned char)e[-1]))
+        e--;
+    *e = '\0';
+    while (isspace((unsigned char)*cls))
+        cls++;
+    n = strlen(name);
+    if (n >= sizeof p->cfg.model_names[0]) {
+        perr(p, p->lineno, "model name '%s' is too long (at most %zu "
+             "characters)", name, sizeof p->cfg.model_names[0] - 1);
         return;
     }
-    p->any_class = 1;
-    cname = name + 5;
-    cn = n - 5;
-    while (cn > 0 && isspace((unsigned char)*cname)) {
-        cname++;
-        cn--;
-    }
-    if (cn == 0) {
-        perr(p, p->lineno, "missing class name: write [class NAME]");
+    if (!model_name_ok(name, n)) {
+        perr(p, p->lineno, "bad model name '%s': no spaces or control "
+             "characters", name);
         return;
     }
-    if (!class_name_ok(cname, cn)) {
-        perr(p, p->lineno,
-             "bad class name '%.*s': use 1 to %d of A-Z a-z 0-9 _ . -",
-             (int)cn, cname, GQ_NAME_MAX - 1);
+    if (*cls == '\0') {
+        perr(p, p->lineno, "model '%s': missing class", name);
         return;
     }
-    for (i = 0; i < p->nclasses; i++) {
-        if (strlen(p->cls[i].conf.name) == cn &&
-            memcmp(p->cls[i].conf.name, cname, cn) == 0) {
-            perr(p, p->lineno,
-                 "duplicate section [class %.*s] (first on line %d)",
-                 (int)cn, cname, p->class_line[i]);
+    for (i = 0; i < p->cfg.nmodels; i++) {
+        if (strcmp(p->cfg.model_names[i], name) == 0) {
+            perr(p, p->lineno, "model '%s' is set twice (first on line %d)",
+                 name, p->model_line[i]);
             return;
         }
     }
-    if (p->nclasses == GQ_MAX_CLASSES) {
-        perr(p, p->lineno, "too many classes (at most %d)", GQ_MAX_CLASSES);
+    if (p->cfg.nmodels == GQ_MAX_MODELS) {
+        perr(p, p->lineno, "too many models (at most %d)", GQ_MAX_MODELS);
         return;
     }
-    i = p->nclasses++;
-    p->cls[i] = class_defaults;
-    memcpy(p->cls[i].conf.name, cname, cn);
-    p->cls[i].conf.name[cn] = '\0';
-    p->class_line[i] = p->lineno;
-    p->sec = SEC_CLASS;
-    p->cur = i;
+    i = p->cfg.nmodels++;
+    memcpy(p->cfg.model_names[i], name, n + 1);
+    snprintf(p->model_cls[i], sizeof p->model_cls[i], "%s", cls);
+    p->model_line[i] = p->lineno;
 }
 
 /*
@@ -659,8 +971,8 @@ cut_comment(char *s)
  * inih's reader.  Reads one line of the file and returns in str what
  * inih is to see of it: the line itself, trimmed and without its
  * comment, if it is "key = value", else a blank line (after handling a
- * header or recording an error).  NULL at the end of the file or on a
- * read error (p->ioerr).
+ * header or a [models] line, or recording an error).  NULL at the end of
+ * the file or on a read error (p->ioerr).
  */
 static char *
 reader(char *str, int num, void *stream)
@@ -707,9 +1019,14 @@ reader(char *str, int num, void *stream)
             begin_section(p, s + 1, (size_t)(end - s - 1));
         return str;
     }
-    end = s + strcspn(s, "=:");
+    /* Model names hold ':', so only '=' separates in [models]. */
+    end = s + strcspn(s, p->sec == SEC_MODELS ? "=" : "=:");
     if (*end == '\0') {
-        perr(p, p->lineno, "expected 'key = value' or '[section]'");
+        if (p->sec == SEC_MODELS)
+            perr(p, p->lineno, "expected 'MODEL = CLASS' (only '=' "
+                 "separates them in [models])");
+        else
+            perr(p, p->lineno, "expected 'key = value' or '[section]'");
         return str;
     }
     if (end == s) {
@@ -720,6 +1037,10 @@ reader(char *str, int num, void *stream)
     if (num < 3 || len > (size_t)num - 3) {
         perr(p, p->lineno, "line too long (at most %d characters before "
              "a comment)", num - 3);
+        return str;
+    }
+    if (p->sec == SEC_MODELS) {
+        model_line(p, s, end);
         return str;
     }
     memcpy(str, s, len);
@@ -739,20 +1060,18 @@ handler(void *user, const char *section, const char *name, const char *value)
     int i;
 
     (void)section;              /* the reader follows the headers */
-    if (p->sec == SEC_SKIP)
-        return 1;               /* its header was reported */
+    if (p->sec == SEC_SKIP || p->sec == SEC_MODELS)
+        return 1;               /* its header was reported; the reader's */
     if (p->sec == SEC_NONE) {
         perr(p, p->lineno, "'%s' is outside any section", name);
         return 1;
     }
     sd = &sections[p->sec];
-    for (i = 0; i < sd->nkeys; i++)
-        if (strcmp(sd->keys[i].name, name) == 0)
-            break;
-    if (i == sd->nkeys) {
-        if (p->sec == SEC_CLASS)
-            perr(p, p->lineno, "unknown key '%s' in [class %s]", name,
-                 p->cls[p->cur].conf.name);
+    i = find_key(sd, name);
+    if (i < 0) {
+        if (sd->max > 0)
+            perr(p, p->lineno, "unknown key '%s' in [%s %s]", name,
+                 sd->name, item_name(p, p->sec, p->cur));
         else
             perr(p, p->lineno, "unknown key '%s' in [%s]", name, sd->name);
         return 1;
@@ -760,6 +1079,9 @@ handler(void *user, const char *section, const char *name, const char *value)
     if (p->sec == SEC_CLASS) {
         seen = &p->class_seen[p->cur][i];
         base = &p->cls[p->cur];
+    } else if (p->sec == SEC_BACKEND) {
+        seen = &p->backend_seen[p->cur][i];
+        base = &p->cfg.backends[p->cur];
     } else {
         seen = &p->seen[p->sec][i];
         base = &p->cfg;
@@ -772,7 +1094,110 @@ handler(void *user, const char *section, const char *name, const char *value)
     *seen = p->lineno;
     if (set_value(&sd->keys[i], base, value, msg, sizeof msg) != 0)
         perr(p, p->lineno, "%s", msg);
+    else if (p->sec == SEC_BACKEND)
+        p->backend_set[p->cur] |= 1u << i;
     return 1;                   /* go on: every error is recorded */
+}
+
+/*
+ * Why a class with executor e cannot run on backend b (NULL: none): 0,
+ * or -1 with the reason in msg.  Values out of range are left to the
+ * checks of their own keys.
+ */
+static int
+exec_why(enum gq_executor e, const struct gq_backend_conf *b, char *msg,
+         size_t len)
+{
+    const struct exec_rule *r;
+    const char *ename = word_name(exec_words, (int)e);
+    const char *tname;
+
+    if ((int)e < 0 || (int)e >= NEXEC || ename == NULL)
+        return 0;
+    r = &exec_rules[e];
+    if (r->types == 0)
+        return 0;
+    if (b == NULL) {
+        snprintf(msg, len, "executor %s needs %s backend: set backend = "
+                 "NAME", ename, r->what);
+        return -1;
+    }
+    tname = word_name(backend_words, (int)b->type);
+    if (tname == NULL || (r->types & 1u << b->type) != 0)
+        return 0;
+    snprintf(msg, len, "executor %s needs %s backend, but backend '%s' is "
+             "%s", ename, r->what, b->name, tname);
+    return -1;
+}
+
+/* The index of the class named name in c, or -1. */
+static int
+class_index(const struct gq_config *c, const char *name)
+{
+    int i;
+
+    for (i = 0; i < c->nclasses; i++)
+        if (strcmp(c->classes[i].name, name) == 0)
+            return i;
+    return -1;
+}
+
+/*
+ * After the file: the keys a backend must have, each class's backend
+ * (at its backend line) and what its executor needs (at its header
+ * line), and each model's class (at its line).  p->cfg holds the file's
+ * classes by now.
+ */
+static void
+resolve(struct parse *p)
+{
+    struct gq_config *c = &p->cfg;
+    const struct secdef *bd = &sections[SEC_BACKEND];
+    int kb = find_key(&sections[SEC_CLASS], "backend");
+    int kt = find_key(bd, "type"), ku = find_key(bd, "url");
+    const struct gq_backend_conf *b;
+    char msg[768];
+    int i, j, line;
+
+    for (i = 0; i < c->nbackends; i++) {
+        if (p->backend_seen[i][kt] == 0)
+            perr(p, p->backend_line[i], "[backend %s] has no type: write "
+                 "type = whisper-cpp, openai or ollama", c->backends[i].name);
+        if (p->backend_seen[i][ku] == 0)
+            perr(p, p->backend_line[i], "[backend %s] has no url: write "
+                 "url = http://HOST:PORT", c->backends[i].name);
+    }
+    for (i = 0; i < p->nclasses; i++) {
+        const struct class_ext *x = &p->cls[i];
+        b = NULL;
+        line = p->class_seen[i][kb];
+        if (line != 0) {
+            if (x->backend[0] == '\0')
+                continue;       /* its bad value was reported */
+            for (j = 0; j < c->nbackends; j++)
+                if (strcmp(c->backends[j].name, x->backend) == 0)
+                    break;
+            if (j == c->nbackends) {
+                perr(p, line, "unknown backend '%s' (no [backend %s] "
+                     "section)", x->backend, x->backend);
+                continue;
+            }
+            c->exec[i].backend = j;
+            if ((p->backend_set[j] & 1u << kt) == 0)
+                continue;       /* its type is missing or was reported */
+            b = &c->backends[j];
+        }
+        if (exec_why(x->exec.executor, b, msg, sizeof msg) != 0)
+            perr(p, p->class_line[i], "class %s: %s", x->conf.name, msg);
+    }
+    for (i = 0; i < c->nmodels; i++) {
+        j = class_index(c, p->model_cls[i]);
+        if (j < 0)
+            perr(p, p->model_line[i], "model '%s': unknown class '%s'",
+                 c->model_names[i], p->model_cls[i]);
+        else
+            c->model_class[i] = j;
+    }
 }
 
 /* ---- the interface ----------------------------------------------------- */
@@ -784,11 +1209,13 @@ put_class(struct gq_config *c, int i, const struct class_ext *x)
     c->classes[i] = x->conf;
     c->backoff_base[i] = x->backoff_base;
     c->backoff_max[i] = x->backoff_max;
+    c->exec[i] = x->exec;
 }
 
 void
 gq_config_defaults(struct gq_config *c)
 {
+    static const struct gq_class_exec exec_default = EXEC_DEFAULTS;
     int i;
 
     memset(c, 0, sizeof *c);
@@ -804,14 +1231,21 @@ gq_config_defaults(struct gq_config *c)
     c->slots = 1;
     c->share_by = GQ_SHARE_TIME;
     c->nclasses = NSEED;
+    for (i = 0; i < GQ_MAX_CLASSES; i++)
+        c->exec[i] = exec_default;
     for (i = 0; i < NSEED; i++)
         put_class(c, i, &seed_classes[i]);
+    c->nbackends = 0;
+    c->nmodels = 0;
+    c->callback_secret[0] = '\0';
+    c->callback_attempts = 8;
 }
 
 int
 gq_config_load(struct gq_config *c, const char *path, char *err,
                int errlen)
 {
+    static const struct gq_class_exec exec_default = EXEC_DEFAULTS;
     struct parse *p;
     int r, i, ret;
 
@@ -858,9 +1292,11 @@ gq_config_load(struct gq_config *c, const char *path, char *err,
                 memset(&p->cfg.classes[i], 0, sizeof p->cfg.classes[i]);
                 p->cfg.backoff_base[i] = 0;
                 p->cfg.backoff_max[i] = 0;
+                p->cfg.exec[i] = exec_default;
             }
         }
     }
+    resolve(p);
     if (p->eb.n > 0) {
         eb_finish(&p->eb);
         free(p);
@@ -884,20 +1320,100 @@ cerr(struct errbuf *eb, const char *fmt, ...)
     eb_put(eb, msg);
 }
 
+/*
+ * n, a count of c's, if in 0..max; else records why not and returns the
+ * part of it that can be looked at.
+ */
+static int
+check_count(struct errbuf *eb, int n, int max, const char *what)
+{
+    if (n < 0) {
+        cerr(eb, "bad number of %s: %d", what, n);
+        return 0;
+    }
+    if (n > max) {
+        cerr(eb, "too many %s: %d (at most %d)", what, n, max);
+        return max;
+    }
+    return n;
+}
+
+/* gq_config_check's part for backends[]. */
+static void
+check_backends(const struct gq_config *c, int nb, struct errbuf *eb)
+{
+    const struct secdef *sd = &sections[SEC_BACKEND];
+    char msg[768];
+    int i, j, k;
+
+    for (i = 0; i < nb; i++) {
+        const char *name = c->backends[i].name;
+        size_t len = strnlen(name, GQ_NAME_MAX);
+        if (len == GQ_NAME_MAX || !class_name_ok(name, len)) {
+            cerr(eb, "backend %d: bad name '%.*s': use 1 to %d of A-Z a-z "
+                 "0-9 _ . -", i + 1, (int)len, name, GQ_NAME_MAX - 1);
+            continue;
+        }
+        for (j = 0; j < i; j++)
+            if (strncmp(c->backends[j].name, name, GQ_NAME_MAX) == 0)
+                break;
+        if (j < i)
+            cerr(eb, "backend %s is defined twice", name);
+        for (k = 0; k < sd->nkeys; k++)
+            if (check_field(&sd->keys[k], &c->backends[i], NULL, msg,
+                            sizeof msg) != 0)
+                cerr(eb, "backend %s: %s", name, msg);
+    }
+}
+
+/* gq_config_check's part for the [models] map. */
+static void
+check_models(const struct gq_config *c, int nc, struct errbuf *eb)
+{
+    const size_t max = sizeof c->model_names[0];
+    int i, j, n;
+
+    n = check_count(eb, c->nmodels, GQ_MAX_MODELS, "models");
+    for (i = 0; i < n; i++) {
+        const char *name = c->model_names[i];
+        size_t len = strnlen(name, max);
+        if (len == max || !model_name_ok(name, len)) {
+            cerr(eb, "model %d: bad name '%.*s': 1 to %zu characters, no "
+                 "spaces or control characters", i + 1, (int)len, name,
+                 max - 1);
+            continue;
+        }
+        for (j = 0; j < i; j++)
+            if (strncmp(c->model_names[j], name, max) == 0)
+                break;
+        if (j < i)
+            cerr(eb, "model %s is mapped twice", name);
+        if (c->model_class[i] < 0 || c->model_class[i] >= nc)
+            cerr(eb, "model %s: class %d does not exist", name,
+                 c->model_class[i]);
+    }
+}
+
 int
 gq_config_check(const struct gq_config *c, char *err, int errlen)
 {
     struct errbuf eb;
     struct class_ext x;
+    const struct gq_backend_conf *b;
     char msg[768];
-    int s, i, j, k, n;
+    int s, i, j, k, n, nb;
 
     eb_init(&eb, err, errlen);
-    for (s = 0; s < SEC_CLASS; s++)
+    for (s = 0; s < NSECTIONS; s++) {
+        if (sections[s].max > 0)
+            continue;           /* named sections: below */
         for (k = 0; k < sections[s].nkeys; k++)
             if (check_field(&sections[s].keys[k], c, NULL, msg,
                             sizeof msg) != 0)
                 cerr(&eb, "%s", msg);
+    }
+    nb = check_count(&eb, c->nbackends, GQ_MAX_BACKENDS, "backends");
+    check_backends(c, nb, &eb);
     n = c->nclasses;
     if (n < 1)
         cerr(&eb, "no class is configured");
@@ -921,11 +1437,25 @@ gq_config_check(const struct gq_config *c, char *err, int errlen)
         x.conf = c->classes[i];
         x.backoff_base = c->backoff_base[i];
         x.backoff_max = c->backoff_max[i];
+        x.exec = c->exec[i];
+        x.backend[0] = '\0';    /* the file's name; exec.backend here */
         for (k = 0; k < sections[SEC_CLASS].nkeys; k++)
             if (check_field(&sections[SEC_CLASS].keys[k], &x, NULL, msg,
                             sizeof msg) != 0)
                 cerr(&eb, "class %s: %s", name, msg);
+        b = NULL;
+        if (x.exec.backend != -1) {
+            if (x.exec.backend < 0 || x.exec.backend >= nb) {
+                cerr(&eb, "class %s: backend %d does not exist", name,
+                     x.exec.backend);
+                continue;
+            }
+            b = &c->backends[x.exec.backend];
+        }
+        if (exec_why(x.exec.executor, b, msg, sizeof msg) != 0)
+            cerr(&eb, "class %s: %s", name, msg);
     }
+    check_models(c, n < 0 ? 0 : n, &eb);
     if (eb.n > 0) {
         eb_finish(&eb);
         return GQ_EINVAL;

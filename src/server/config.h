@@ -7,6 +7,45 @@
 
 #include "../core/sched.h"
 
+#define GQ_MAX_BACKENDS 16
+#define GQ_MAX_MODELS 64
+
+/* [backend NAME] type = ... */
+enum gq_backend_type {
+    GQ_BACKEND_WHISPER_CPP = 0, /* whisper.cpp whisper-server */
+    GQ_BACKEND_OPENAI = 1,      /* llama-server, vLLM, any OpenAI-compatible */
+    GQ_BACKEND_OLLAMA = 2,      /* Ollama /api/chat */
+};
+
+/* [class NAME] executor = ... */
+enum gq_executor {
+    GQ_EXEC_WORKER = 0,         /* external workers lease the jobs (default) */
+    GQ_EXEC_TRANSCRIBE = 1,
+    GQ_EXEC_SUMMARIZE = 2,
+    GQ_EXEC_CHAT = 3,
+};
+
+struct gq_backend_conf {
+    char name[GQ_NAME_MAX];
+    enum gq_backend_type type;
+    char url[512];           /* base URL, http(s)://host:port */
+    char model[128];         /* model name sent to the server ("" = none) */
+    double timeout;          /* seconds per call, default 300 */
+    int max_concurrency;     /* calls in flight at once, default 1 */
+    int breaker_failures;    /* consecutive failures that open the circuit, 5 */
+    double breaker_cooldown; /* seconds before a half-open probe, 10 */
+    double health_interval;  /* seconds between /health checks, 10 */
+    int context_tokens;      /* LLM context size for summarize, 4096 */
+};
+
+/* Per-class executor settings (arrays indexed like classes[]). */
+struct gq_class_exec {
+    enum gq_executor executor; /* default GQ_EXEC_WORKER */
+    int backend;               /* index into backends[], -1 = none */
+    double max_hold;           /* seconds of GPU time per chunk, 2.0 */
+    char audio_roots[1024];    /* ':' or ',' separated directories */
+};
+
 struct gq_config {
     /* [server] */
     char listen[256];        /* HOST:PORT, default 127.0.0.1:7707 */
@@ -27,6 +66,17 @@ struct gq_config {
     struct gq_class_conf classes[GQ_MAX_CLASSES];
     double backoff_base[GQ_MAX_CLASSES]; /* seconds, default 1 */
     double backoff_max[GQ_MAX_CLASSES];  /* seconds, default 300 */
+    struct gq_class_exec exec[GQ_MAX_CLASSES];
+    /* [backend NAME], in file order. */
+    int nbackends;
+    struct gq_backend_conf backends[GQ_MAX_BACKENDS];
+    /* [models]: model name = class, for /v1/chat/completions and /api/chat */
+    int nmodels;
+    char model_names[GQ_MAX_MODELS][128];
+    int model_class[GQ_MAX_MODELS];
+    /* [callbacks] */
+    char callback_secret[256];   /* HMAC-SHA256 key for X-Gpuq-Signature */
+    int callback_attempts;       /* deliveries tried per event, default 8 */
 };
 
 /* Fills c with the defaults (the seed design's three classes). */

@@ -21,6 +21,8 @@
 #include <event2/http.h>
 
 #include "../core/err.h"
+#include "../exec/httpc.h"
+#include "../exec/workq.h"
 #include "daemon.h"
 #include "log.h"
 
@@ -301,10 +303,22 @@ park_close_cb(struct evhttp_connection *evcon, void *arg)
      * to free (ending a chunked reply frees it); an attached one is
      * freed with the connection. */
     if (evhttp_request_get_connection(p->req) == NULL) {
-        if (p->type == GQ_PARK_SSE)
+        if (p->type == GQ_PARK_SSE || (p->type == GQ_PARK_STREAM && p->started))
             evhttp_send_reply_end(p->req);
         else
             evhttp_request_free(p->req);
+    }
+    if (p->type == GQ_PARK_STREAM && p->fmt != GQ_FMT_GPUQ) {
+        /* A drop-in request's job lives for its client: cancel it, which
+         * also drops the backend call so the server stops working. */
+        uint64_t seq = p->seq;
+        struct gq_jobrec r = {0};
+        gq_park_free(p);
+        if (gq_op_cancel(d, seq, &r) == 0)
+            gq_log(GQ_LOG_INFO, "j%llu: client went away; cancelled",
+                   (unsigned long long)seq);
+        gq_jobrec_clear(&r);
+        return;
     }
     if (p->type == GQ_PARK_LOCK) {
         uint64_t seq = p->seq;
@@ -440,6 +454,8 @@ park_timer_cb(evutil_socket_t fd, short what, void *arg)
         gq_op_abandon(d, seq, GQ_EXPIRED);
         break;
     }
+    case GQ_PARK_STREAM:
+        break; /* no timer: the job's own end closes it */
     case GQ_PARK_SSE: {
         /* Keep-alive comment; a stream whose reader has stalled is cut. */
         struct evbuffer *b = evbuffer_new();
@@ -491,6 +507,108 @@ wake_jobwaits(struct gq_daemon *d, const struct gq_jobrec *r)
     }
 }
 
+/* --- dependencies --- */
+
+static int
+block_job(struct gq_daemon *d, struct gq_job *j)
+{
+    if (d->nblocked == d->capblocked) {
+        size_t cap = d->capblocked ? d->capblocked * 2 : 16;
+        uint64_t *v = realloc(d->blocked, cap * sizeof *v);
+        if (v == NULL)
+            return GQ_ENOMEM;
+        d->blocked = v;
+        d->capblocked = cap;
+    }
+    d->blocked[d->nblocked++] = j->seq;
+    j->blocked = 1;
+    j->state = GQ_QUEUED;
+    return 0;
+}
+
+static void
+unblock_job(struct gq_daemon *d, struct gq_job *j)
+{
+    for (size_t i = 0; i < d->nblocked; i++)
+        if (d->blocked[i] == j->seq) {
+            d->blocked[i] = d->blocked[--d->nblocked];
+            break;
+        }
+    j->blocked = 0;
+}
+
+/* 1: every dependency succeeded; 0: some still pending; -1: one failed
+ * or is gone (*bad gets it). */
+static int
+deps_state(struct gq_daemon *d, const char *deps, uint64_t *bad)
+{
+    json_t *a = deps ? json_loads(deps, 0, NULL) : NULL, *v;
+    size_t i;
+    int st = 1;
+    json_array_foreach(a, i, v)
+    {
+        uint64_t seq = (uint64_t)json_integer_value(v);
+        struct gq_jobrec r = {0};
+        if (gq_jobtab_get(&d->jobs, seq)) {
+            st = st < 0 ? st : 0;
+            continue;
+        }
+        if (gq_get(d, seq, &r) < 0 || r.state != GQ_SUCCEEDED) {
+            *bad = seq;
+            st = -1;
+        }
+        gq_jobrec_clear(&r);
+        if (st < 0)
+            break;
+    }
+    json_decref(a);
+    return st;
+}
+
+static void finish_job(struct gq_daemon *d, struct gq_job *j,
+                       struct gq_jobrec *r, int64_t now, const char *detail);
+
+/* A job finished: its dependents may now run, or fail. */
+static void
+wake_dependents(struct gq_daemon *d, uint64_t done_seq)
+{
+    int64_t now = gq_now();
+    for (size_t i = 0; i < d->nblocked;) {
+        struct gq_job *j = gq_jobtab_get(&d->jobs, d->blocked[i]);
+        struct gq_jobrec r = {0};
+        uint64_t bad = 0;
+        if (j == NULL) {
+            d->blocked[i] = d->blocked[--d->nblocked];
+            continue;
+        }
+        if (checked(d, gq_get(d, j->seq, &r), "get") < 0) {
+            gq_jobrec_clear(&r);
+            return;
+        }
+        int st = deps_state(d, r.deps, &bad);
+        (void)done_seq;
+        if (st == 0) {
+            gq_jobrec_clear(&r);
+            i++;
+            continue;
+        }
+        unblock_job(d, j); /* moves another entry to i */
+        if (st > 0) {
+            gq_sched_enqueue(d->sched, j, now);
+            gq_publish(d, &r, j);
+        } else {
+            char msg[128];
+            snprintf(msg, sizeof msg, "dependency j%llu did not succeed",
+                     (unsigned long long)bad);
+            r.state = GQ_FAILED;
+            set_str(&r.err_code, "dependency_failed");
+            set_str(&r.err_msg, msg);
+            finish_job(d, j, &r, now, NULL); /* may recurse: fine */
+        }
+        gq_jobrec_clear(&r);
+    }
+}
+
 /* The job reached a terminal state: stored, and gone from memory. */
 static void
 finish_job(struct gq_daemon *d, struct gq_job *j, struct gq_jobrec *r,
@@ -504,13 +622,19 @@ finish_job(struct gq_daemon *d, struct gq_job *j, struct gq_jobrec *r,
     j->state = (uint8_t)r->state;
     gq_publish(d, r, j);
     wake_jobwaits(d, r);
+    gq_http_stream_end(d, r);
     if (j->owner) {
         struct gq_park *p = j->owner;
         j->owner = NULL;
         gq_park_free(p);
     }
+    if (j->blocked)
+        unblock_job(d, j);
     gq_jobtab_del(&d->jobs, j);
+    uint64_t seq = j->seq;
     free(j);
+    if (d->nblocked > 0)
+        wake_dependents(d, seq);
 }
 
 /* Ends j's grant at now: slot freed, times charged to the record. */
@@ -519,9 +643,19 @@ end_grant(struct gq_daemon *d, struct gq_job *j, struct gq_jobrec *r,
           int64_t now)
 {
     int slot = j->slot;
-    const struct gq_class_conf *cc = gq_sched_conf(d->sched, j->cls);
-    (void)cc;
+    struct gq_runctx *rc = d->slot_run[slot];
     evtimer_del(d->slot_ev[slot]);
+    if (rc) {
+        /* A built-in run: drop its backend call unless it has ended. */
+        d->slot_run[slot] = NULL;
+        if (!rc->ended)
+            rc->ops->cancel(&rc->run);
+        rc->run.bk->inflight--;
+        json_decref(rc->run.payload);
+        json_decref(rc->run.progress);
+        free(rc->text);
+        free(rc);
+    }
     gq_sched_release(d->sched, j, now);
     gq_hist_add(&d->metrics.hold[j->cls],
                 (double)(now - j->grant_us) / 1e6);
@@ -570,9 +704,156 @@ static int
 servable(void *ud, const struct gq_job *j)
 {
     struct gq_daemon *d = ud;
+    const struct gq_class_exec *cx = &d->cfg.exec[j->cls];
     if (j->kind == GQ_KIND_LOCK)
         return j->owner != NULL;
+    if (cx->executor != GQ_EXEC_WORKER)
+        return gq_backend_ready(&d->backends[cx->backend], gq_now());
     return d->waiting_workers[j->cls] > 0;
+}
+
+/* --- built-in executor runs --- */
+
+struct gq_runctx *
+gq_daemon_run_of(struct gq_daemon *d, uint64_t seq)
+{
+    struct gq_job *j = gq_jobtab_get(&d->jobs, seq);
+    if (j == NULL || j->state != GQ_RUNNING || j->slot < 0)
+        return NULL;
+    return d->slot_run[j->slot];
+}
+
+static void
+run_token(struct gq_run *r, const char *text, size_t len)
+{
+    struct gq_runctx *rc = r->ud;
+    if (rc->len + len + 1 > rc->cap) {
+        size_t cap = rc->cap ? rc->cap * 2 : 512;
+        while (cap < rc->len + len + 1)
+            cap *= 2;
+        char *t = realloc(rc->text, cap);
+        if (t == NULL)
+            return;
+        rc->text = t;
+        rc->cap = cap;
+    }
+    memcpy(rc->text + rc->len, text, len);
+    rc->len += len;
+    rc->text[rc->len] = '\0';
+    gq_http_stream_token(rc->d, r->seq, text, len);
+}
+
+static void
+run_first_token(struct gq_run *r)
+{
+    struct gq_runctx *rc = r->ud;
+    struct gq_job *j = gq_jobtab_get(&rc->d->jobs, r->seq);
+    if (j)
+        gq_hist_add(&rc->d->metrics.first_token[r->cls],
+                    (double)(gq_now() - j->enq_us) / 1e6);
+}
+
+static void
+run_end(struct gq_run *r, enum gq_run_end how, json_t *result,
+        const char *code, const char *msg, int retryable)
+{
+    struct gq_runctx *rc = r->ud;
+    struct gq_daemon *d = rc->d;
+    struct gq_jobrec rec = {0};
+    struct gq_finish f = {GQ_END_COMPLETE, result, NULL, NULL, 0};
+    int64_t now = gq_now();
+    int bi = (int)(r->bk - d->backends);
+    int ok = how != GQ_RUN_FAIL || (code && strcmp(code, "backend_4xx") == 0);
+    rc->ended = 1;
+    if (gq_backend_result(r->bk, ok, now))
+        gq_log(GQ_LOG_WARN, "backend %s: circuit open after %d failures",
+               r->bk->conf.name, r->bk->failures);
+    if (how == GQ_RUN_FAIL) {
+        snprintf(r->bk->last_error, sizeof r->bk->last_error, "%s",
+                 msg ? msg : "");
+        d->metrics.backend_errors[bi][retryable ? 0 : 1]++;
+        f.how = GQ_END_FAIL;
+        f.err_code = code;
+        f.err_msg = msg;
+        f.retryable = retryable;
+    } else if (how == GQ_RUN_CHUNK) {
+        f.how = GQ_END_YIELD;
+    }
+    int rcode = gq_op_finish(d, r->seq, r->token, &f, &rec);
+    if (rcode < 0)
+        gq_log(GQ_LOG_WARN, "j%llu: executor result not stored: %s",
+               (unsigned long long)r->seq, gq_err_msg(rcode));
+    gq_jobrec_clear(&rec);
+    json_decref(result);
+}
+
+/* Starts the executor for a granted job; on failure the job fails. */
+static void
+start_run(struct gq_daemon *d, struct gq_job *j, struct gq_jobrec *r)
+{
+    const struct gq_class_exec *cx = &d->cfg.exec[j->cls];
+    struct gq_runctx *rc = calloc(1, sizeof *rc);
+    int err = GQ_ENOMEM;
+    if (rc) {
+        rc->d = d;
+        rc->ops = gq_executors[cx->executor];
+        rc->run.httpc = d->httpc;
+        rc->run.workq = d->workq;
+        rc->run.base = d->base;
+        rc->run.bk = &d->backends[cx->backend];
+        rc->run.cx = cx;
+        rc->run.seq = j->seq;
+        rc->run.token = j->token;
+        rc->run.cls = j->cls;
+        rc->run.payload = json_loads(r->payload ? r->payload : "null",
+                                     JSON_DECODE_ANY, NULL);
+        rc->run.progress = r->progress ? json_loads(r->progress,
+                                                    JSON_DECODE_ANY, NULL)
+                                       : NULL;
+        rc->run.started_us = gq_now();
+        json_t *from = json_object_get(rc->run.payload, "from_job");
+        uint64_t fseq;
+        if (json_is_string(from) &&
+            !json_object_get(rc->run.payload, "text") &&
+            gq_job_parse_id(json_string_value(from), &fseq) == 0) {
+            /* The text of the transcription it summarizes. */
+            struct gq_jobrec fr = {0};
+            json_t *res = NULL;
+            if (gq_get(d, fseq, &fr) == 0 && fr.state == GQ_SUCCEEDED)
+                res = json_loads(fr.result ? fr.result : "null",
+                                 JSON_DECODE_ANY, NULL);
+            json_t *text = json_object_get(res, "text");
+            if (!json_is_string(text))
+                text = json_object_get(res, "summary");
+            if (json_is_string(text))
+                json_object_set(rc->run.payload, "text", text);
+            json_decref(res);
+            gq_jobrec_clear(&fr);
+        }
+        rc->run.end = run_end;
+        rc->run.token_cb = run_token;
+        rc->run.first_token = run_first_token;
+        rc->run.ud = rc;
+        if (rc->run.bk->breaker == GQ_BREAKER_OPEN)
+            rc->run.bk->breaker = GQ_BREAKER_HALF_OPEN;
+        rc->run.bk->inflight++;
+        d->slot_run[j->slot] = rc;
+        err = rc->ops->start(&rc->run);
+        if (err == 0)
+            return;
+        rc->ended = 1; /* nothing to cancel */
+    }
+    /* Could not start: fail the grant now (retryable). */
+    struct gq_finish f = {GQ_END_FAIL, NULL, "executor_start",
+                          "the executor could not start", 1};
+    struct gq_jobrec rec = {0};
+    gq_log(GQ_LOG_ERR, "j%llu: executor start: %s",
+           (unsigned long long)j->seq, gq_err_msg(err));
+    if (rc == NULL) {
+        /* No run to end; release through the normal path. */
+    }
+    gq_op_finish(d, j->seq, j->token, &f, &rec);
+    gq_jobrec_clear(&rec);
 }
 
 static struct gq_park *
@@ -594,8 +875,15 @@ grant(struct gq_daemon *d, struct gq_job *j, int64_t now)
     struct gq_jobrec r = {0};
     char detail[256];
 
-    p = j->kind == GQ_KIND_LOCK ? j->owner : find_worker(d, j->cls);
-    ASSERT(p != NULL);
+    int builtin = j->kind == GQ_KIND_JOB &&
+                  d->cfg.exec[j->cls].executor != GQ_EXEC_WORKER;
+    double ttl = cc->lease_ttl;
+    p = j->kind == GQ_KIND_LOCK ? j->owner
+        : builtin               ? NULL
+                                : find_worker(d, j->cls);
+    ASSERT(p != NULL || builtin);
+    if (builtin) /* the backend's own timeout bounds the call */
+        ttl = d->backends[d->cfg.exec[j->cls].backend].conf.timeout + 30;
     if (checked(d, gq_get(d, j->seq, &r), "get") < 0) {
         gq_jobrec_clear(&r);
         return;
@@ -603,7 +891,7 @@ grant(struct gq_daemon *d, struct gq_job *j, int64_t now)
     j->token = ++d->fence;
     j->attempts++;
     j->owner = NULL;
-    j->expires_us = now + (int64_t)(cc->lease_ttl * 1e6);
+    j->expires_us = now + (int64_t)(ttl * 1e6);
     checked(d, d->store->ops->meta_set(d->store, "fence", (int64_t)d->fence,
                                        d->errbuf),
             "meta");
@@ -614,14 +902,15 @@ grant(struct gq_daemon *d, struct gq_job *j, int64_t now)
     r.ended_us = 0;
     r.ready_at_us = 0;
     r.wait_us += now - j->enq_us;
-    if (p->type == GQ_PARK_LEASE)
+    if (p && p->type == GQ_PARK_LEASE)
         set_str(&r.holder, p->worker[0] ? p->worker : NULL);
+    if (builtin)
+        set_str(&r.holder, d->cfg.backends[d->cfg.exec[j->cls].backend].name);
     snprintf(detail, sizeof detail, "{\"token\":%llu,\"slot\":%d}",
              (unsigned long long)j->token, j->slot);
     if (store_update(d, &r, detail) == 0) {
-        struct timeval tv = {(time_t)cc->lease_ttl,
-                             (suseconds_t)((cc->lease_ttl -
-                                            floor(cc->lease_ttl)) * 1e6)};
+        struct timeval tv = {(time_t)ttl,
+                             (suseconds_t)((ttl - floor(ttl)) * 1e6)};
         evtimer_assign(d->slot_ev[j->slot], d->base, slot_cb, d);
         evtimer_add(d->slot_ev[j->slot], &tv);
         d->metrics.grants[j->cls]++;
@@ -633,9 +922,13 @@ grant(struct gq_daemon *d, struct gq_job *j, int64_t now)
             d->slot_free_at[j->slot] = 0;
         }
         gq_publish(d, &r, j);
-        gq_http_grant(d, p, &r, cc->lease_ttl);
+        if (p)
+            gq_http_grant(d, p, &r, cc->lease_ttl);
     }
-    gq_park_free(p);
+    if (p)
+        gq_park_free(p);
+    if (builtin && !d->batch_failed)
+        start_run(d, j, &r);
     gq_jobrec_clear(&r);
 }
 
@@ -753,6 +1046,13 @@ gq_op_submit(struct gq_daemon *d, const struct gq_submit *s,
     set_json(&r->metadata, s->metadata);
     set_str(&r->idem_key, s->idem_key);
     set_str(&r->holder, s->holder);
+    if (s->ndeps > 0) {
+        json_t *a = json_array();
+        for (int k = 0; k < s->ndeps; k++)
+            json_array_append_new(a, json_integer((json_int_t)s->deps[k]));
+        r->deps = json_dumps(a, JSON_COMPACT);
+        json_decref(a);
+    }
     r->created_us = gq_wall(d, now);
     double qt = s->queue_timeout >= 0 ? s->queue_timeout : cc->queue_timeout;
     int64_t deadline = qt > 0 ? now + (int64_t)(qt * 1e6) : 0;
@@ -776,7 +1076,24 @@ gq_op_submit(struct gq_daemon *d, const struct gq_submit *s,
         gq_jobrec_clear(r);
         return GQ_ENOMEM;
     }
-    gq_sched_enqueue(d->sched, j, now);
+    uint64_t bad = 0;
+    int dst = r->deps ? deps_state(d, r->deps, &bad) : 1;
+    if (dst == 0) {
+        if (block_job(d, j) < 0) {
+            d->batch_failed = 1;
+            gq_kick(d);
+        }
+    } else if (dst < 0) {
+        /* Checked by the caller before; a race with a purge lands here. */
+        r->state = GQ_FAILED;
+        set_str(&r->err_code, "dependency_failed");
+        set_str(&r->err_msg, "a dependency did not succeed");
+        finish_job(d, j, r, now, NULL);
+        *created = 1;
+        return 0;
+    } else {
+        gq_sched_enqueue(d->sched, j, now);
+    }
     d->metrics.submitted[cls]++;
     gq_publish(d, r, j);
     *created = 1;
@@ -800,6 +1117,8 @@ gq_op_cancel(struct gq_daemon *d, uint64_t seq, struct gq_jobrec *r)
         return rc;
     if (j->state == GQ_RUNNING)
         end_grant(d, j, r, now);
+    else if (j->blocked)
+        unblock_job(d, j);
     else
         gq_sched_remove(d->sched, j);
     if (j->owner) {
@@ -1041,10 +1360,24 @@ rebuild(struct gq_daemon *d)
         send_err_now(p->req, GQ_ESTORE);
         gq_park_free(p);
     }
-    for (int s = 0; s < gq_sched_nslots(d->sched); s++)
+    for (int s = 0; s < gq_sched_nslots(d->sched); s++) {
+        struct gq_runctx *rc = d->slot_run[s];
         evtimer_del(d->slot_ev[s]);
+        if (rc) {
+            /* Its grant is reloaded without a run and expires by ttl. */
+            if (!rc->ended)
+                rc->ops->cancel(&rc->run);
+            rc->run.bk->inflight--;
+            json_decref(rc->run.payload);
+            json_decref(rc->run.progress);
+            free(rc->text);
+            free(rc);
+            d->slot_run[s] = NULL;
+        }
+    }
     gq_jobtab_each(&d->jobs, free_job_cb, NULL);
     gq_jobtab_close(&d->jobs);
+    d->nblocked = 0;
     gq_sched_free(d->sched);
     d->sched = gq_sched_new(d->cfg.classes, d->cfg.nclasses, d->cfg.slots,
                             d->cfg.share_by, (uint32_t)gq_now(), msg,
@@ -1252,6 +1585,12 @@ recover_one(void *ud, const struct gq_jobrec *r)
     }
     j->ready_at_us = to_mono(d, r->ready_at_us);
     j->deadline_us = to_mono(d, r->deadline_us);
+    if (r->deps) {
+        /* Decided after the scan, when every job is in memory. */
+        if (block_job(d, j) < 0)
+            return x->rc = GQ_ENOMEM;
+        return 0;
+    }
     gq_sched_enqueue(d->sched, j, now);
     return 0;
 }
@@ -1274,6 +1613,8 @@ recover(struct gq_daemon *d, int keep_running)
     rc = d->store->ops->load_active(d->store, recover_one, &x, d->errbuf);
     if (rc == 0)
         rc = x.rc;
+    if (rc == 0 && d->nblocked > 0 && (rc = gq_batch(d)) == 0)
+        wake_dependents(d, 0);
     if (rc == 0 && x.nfix > 0 && (rc = gq_batch(d)) == 0) {
         int64_t now = gq_now();
         for (size_t i = 0; i < x.nfix; i++) {
@@ -1380,6 +1721,17 @@ gq_daemon_init(struct gq_daemon *d, const struct gq_config *cfg, char *msg,
         snprintf(msg, (size_t)msglen, "event_base_new failed");
         return GQ_ENOMEM;
     }
+    d->nbackends = cfg->nbackends;
+    for (int b = 0; b < cfg->nbackends; b++) {
+        d->backends[b].conf = cfg->backends[b];
+        d->backends[b].healthy = 1;
+    }
+    d->httpc = gq_httpc_new(d->base);
+    d->workq = gq_workq_new(d->base, 2);
+    if (d->httpc == NULL || d->workq == NULL) {
+        snprintf(msg, (size_t)msglen, "cannot start the backend client");
+        return GQ_ENOMEM;
+    }
     d->turn_ev = event_new(d->base, -1, 0, turn_cb, d);
     d->timer_ev = evtimer_new(d->base, timer_cb, d);
     d->purge_ev = evtimer_new(d->base, purge_cb, d);
@@ -1464,10 +1816,26 @@ void
 gq_daemon_close(struct gq_daemon *d)
 {
     struct gq_park *p;
-    for (int t = 0; t < 4; t++)
+    for (int t = 0; t < GQ_NPARK; t++)
         while ((p = d->parks[t]) != NULL)
             gq_park_free(p);
     flush_replies(d, 1, GQ_EDRAINING);
+    for (int s = 0; s < GQ_MAX_SLOTS; s++) {
+        struct gq_runctx *rc = d->slot_run[s];
+        if (rc) {
+            if (!rc->ended)
+                rc->ops->cancel(&rc->run);
+            json_decref(rc->run.payload);
+            json_decref(rc->run.progress);
+            free(rc->text);
+            free(rc);
+            d->slot_run[s] = NULL;
+        }
+    }
+    if (d->workq)
+        gq_workq_free(d->workq);
+    if (d->httpc)
+        gq_httpc_free(d->httpc);
     if (d->http)
         evhttp_free(d->http);
     if (d->jobs.buckets) {
@@ -1475,6 +1843,7 @@ gq_daemon_close(struct gq_daemon *d)
         gq_jobtab_close(&d->jobs);
     }
     gq_sched_free(d->sched);
+    free(d->blocked);
     if (d->store)
         gq_store_close(d->store);
     json_decref(d->sse_batch);

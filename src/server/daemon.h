@@ -19,6 +19,7 @@
 #include <jansson.h>
 
 #include "../core/job.h"
+#include "../exec/exec.h"
 #include "../core/sched.h"
 #include "../store/store.h"
 #include "config.h"
@@ -31,6 +32,27 @@ enum gq_park_type {
     GQ_PARK_LEASE,   /* POST /v1/leases */
     GQ_PARK_LOCK,    /* POST /v1/locks */
     GQ_PARK_SSE,     /* GET /v1/events */
+    GQ_PARK_STREAM,  /* a job's tokens: /v1/jobs/{id}/stream, drop-ins */
+};
+#define GQ_NPARK 5
+
+/* How a STREAM park speaks. */
+enum gq_stream_fmt {
+    GQ_FMT_GPUQ,            /* SSE: event token {text}, event done {job} */
+    GQ_FMT_OPENAI,          /* SSE chat.completion.chunk ... [DONE] */
+    GQ_FMT_OPENAI_FULL,     /* one chat.completion when done */
+    GQ_FMT_OLLAMA,          /* NDJSON lines, last with done:true */
+    GQ_FMT_OLLAMA_FULL,     /* one Ollama object when done */
+};
+
+/* The daemon's side of a built-in executor's run (one per busy slot). */
+struct gq_runctx {
+    struct gq_run run;            /* what the executor sees */
+    struct gq_daemon *d;
+    const struct gq_exec_ops *ops;
+    int ended;                    /* the executor called end() */
+    char *text;                   /* streamed text so far */
+    size_t len, cap;
 };
 
 /* A request held open: a long-poll or an event stream. */
@@ -46,6 +68,8 @@ struct gq_park {
     int cls;                      /* SSE: class filter, -1 = any */
     uint8_t classes[GQ_MAX_CLASSES]; /* LEASE: classes it takes */
     char worker[64];              /* LEASE: worker name */
+    enum gq_stream_fmt fmt;       /* STREAM */
+    int started;                  /* STREAM: reply headers sent */
 };
 
 /* A reply held until the batch that it acknowledges has committed. */
@@ -81,8 +105,15 @@ struct gq_daemon {
     struct event *slot_ev[GQ_MAX_SLOTS];  /* lease expiry per slot */
     int64_t slot_free_at[GQ_MAX_SLOTS];   /* freed with work waiting */
     int batch_failed;             /* a store call failed this turn */
+    struct gq_runctx *slot_run[GQ_MAX_SLOTS]; /* built-in executor runs */
+    int nbackends;
+    struct gq_backend backends[GQ_MAX_BACKENDS];
+    uint64_t *blocked;            /* jobs waiting for dependencies */
+    size_t nblocked, capblocked;
+    struct gq_httpc *httpc;       /* backend calls, on the loop */
+    struct gq_workq *workq;       /* heavy work, off the loop */
 
-    struct gq_park *parks[4];     /* by gq_park_type */
+    struct gq_park *parks[GQ_NPARK]; /* by gq_park_type */
     int nparked;
     int waiting_workers[GQ_MAX_CLASSES];
 
@@ -141,6 +172,8 @@ struct gq_submit {
     double queue_timeout;         /* < 0 = the class's */
     enum gq_kind kind;
     const char *holder;           /* locks: holder name, may be NULL */
+    const uint64_t *deps;         /* jobs that must succeed first */
+    int ndeps;
 };
 /* *created is 1 for a new job, 0 for an idempotent repeat. */
 int gq_op_submit(struct gq_daemon *d, const struct gq_submit *s,
@@ -185,5 +218,12 @@ void gq_http_grant(struct gq_daemon *d, struct gq_park *p,
                    const struct gq_jobrec *r, double ttl);
 /* Sends an SSE event to every matching stream. */
 void gq_http_sse_send(struct gq_daemon *d, json_t *ev);
+/* Sends a piece of a job's generated text to its STREAM parks. */
+void gq_http_stream_token(struct gq_daemon *d, uint64_t seq,
+                          const char *text, size_t len);
+/* Ends a job's STREAM parks with the job's final record. */
+void gq_http_stream_end(struct gq_daemon *d, const struct gq_jobrec *r);
+/* The run of a running job, or NULL (worker jobs, locks). */
+struct gq_runctx *gq_daemon_run_of(struct gq_daemon *d, uint64_t seq);
 
 #endif

@@ -23,6 +23,7 @@
 #include "log.h"
 
 #define MAX_SEGS 6
+#define GQ_MAX_DEPS 64
 #define SSE_BACKLOG (1 << 20) /* bytes unread by an event stream */
 
 struct ctx {
@@ -142,11 +143,25 @@ gq_job_json(struct gq_daemon *d, const struct gq_jobrec *r)
         json_object_set_new(o, "error", json_null());
     json_object_set_new(o, "progress", text_json(r->progress));
     json_object_set_new(o, "holder", str_json(r->holder));
+    if (r->deps) {
+        json_t *da = json_loads(r->deps, 0, NULL), *dv, *ids = json_array();
+        size_t di;
+        json_array_foreach(da, di, dv)
+        {
+            char dbuf[32];
+            json_array_append_new(
+                ids, json_string(gq_job_id((uint64_t)json_integer_value(dv),
+                                           dbuf, sizeof dbuf)));
+        }
+        json_decref(da);
+        json_object_set_new(o, "depends_on", ids);
+    }
 
     struct gq_job *j = gq_jobtab_get(&d->jobs, r->seq);
     if (j && j->state == GQ_QUEUED && r->state == GQ_QUEUED) {
         uint32_t pos = 0;
-        enum gq_reason why = gq_sched_reason(d->sched, j, &pos);
+        enum gq_reason why = j->blocked ? GQ_R_DEPS
+                                        : gq_sched_reason(d->sched, j, &pos);
         if (why == GQ_R_GPU_BUSY && j->kind == GQ_KIND_JOB &&
             d->waiting_workers[j->cls] == 0 &&
             gq_sched_free_slots(d->sched) > 0)
@@ -334,12 +349,88 @@ body_token(struct ctx *c, uint64_t want)
 
 /* --- jobs --- */
 
+/* A built-in executor checks its payload at submit; 0 or replied 400. */
+static int
+validate_payload(struct ctx *c, const char *cls_name, json_t *payload)
+{
+    int cls = gq_sched_class(c->d->sched, cls_name);
+    const struct gq_exec_ops *ops;
+    const char *field = "payload";
+    char msg[256];
+    if (cls < 0)
+        return 0; /* the submit reports the unknown class */
+    ops = gq_executors[c->d->cfg.exec[cls].executor];
+    if (ops == NULL || ops->validate == NULL)
+        return 0;
+    if (payload == NULL)
+        payload = json_null();
+    if (ops->validate(&c->d->cfg.exec[cls], payload, &field, msg,
+                      sizeof msg) < 0) {
+        err(c, GQ_EINVAL, field, "%s", msg);
+        return -1;
+    }
+    return 0;
+}
+
+/* depends_on: ["j1", ...] plus payload.from_job; each must exist.
+ * Returns the count, or -1 after replying 400. */
+static int
+parse_deps(struct ctx *c, json_t *payload, uint64_t *out)
+{
+    json_t *a = json_object_get(c->body, "depends_on"), *v;
+    json_t *from = json_object_get(payload, "from_job");
+    size_t i;
+    int n = 0;
+    struct gq_jobrec r = {0};
+    if (a && !json_is_array(a)) {
+        err(c, GQ_EINVAL, "depends_on", "depends_on must be an array of "
+            "job ids");
+        return -1;
+    }
+    json_array_foreach(a, i, v)
+    {
+        if (n == GQ_MAX_DEPS) {
+            err(c, GQ_EINVAL, "depends_on", "at most %d dependencies",
+                GQ_MAX_DEPS);
+            return -1;
+        }
+        if (!json_is_string(v) ||
+            gq_job_parse_id(json_string_value(v), &out[n]) < 0) {
+            err(c, GQ_EINVAL, "depends_on", "depends_on[%zu] is not a job "
+                "id", i);
+            return -1;
+        }
+        n++;
+    }
+    if (json_is_string(from) && n < GQ_MAX_DEPS) {
+        if (gq_job_parse_id(json_string_value(from), &out[n]) < 0) {
+            err(c, GQ_EINVAL, "payload.from_job", "from_job is not a job id");
+            return -1;
+        }
+        n++;
+    }
+    for (int k = 0; k < n; k++) {
+        if (gq_get(c->d, out[k], &r) < 0) {
+            err(c, GQ_EINVAL, k < (int)json_array_size(a)
+                                  ? "depends_on"
+                                  : "payload.from_job",
+                "no such job j%" PRIu64, out[k]);
+            gq_jobrec_clear(&r);
+            return -1;
+        }
+        gq_jobrec_clear(&r);
+    }
+    return n;
+}
+
 static void
 h_submit(struct ctx *c)
 {
     static const char *const fields[] = {"class", "payload", "metadata",
                                          "priority", "idempotency_key",
-                                         "queue_timeout", NULL};
+                                         "queue_timeout", "depends_on",
+                                         NULL};
+    uint64_t deps[GQ_MAX_DEPS];
     struct gq_submit s = {0};
     json_int_t prio = 0;
     struct gq_jobrec r = {0};
@@ -355,6 +446,10 @@ h_submit(struct ctx *c)
     s.payload = json_object_get(c->body, "payload");
     s.priority = (int32_t)prio;
     s.kind = GQ_KIND_JOB;
+    if (validate_payload(c, s.cls, s.payload) < 0 ||
+        (s.ndeps = parse_deps(c, s.payload, deps)) < 0)
+        return;
+    s.deps = deps;
     rc = gq_op_submit(c->d, &s, &r, &created);
     if (rc < 0) {
         const char *field = rc == GQ_ENOCLASS ? "class"
@@ -925,14 +1020,38 @@ h_status(struct ctx *c)
                       (int)st.streak, "grants", (json_int_t)st.grants,
                       "workers_waiting", d->waiting_workers[k]));
     }
+    json_t *backends = json_array();
+    for (int b = 0; b < d->nbackends; b++) {
+        const struct gq_backend *bk = &d->backends[b];
+        static const char *const types[] = {"whisper-cpp", "openai",
+                                            "ollama"};
+        json_array_append_new(
+            backends,
+            json_pack("{s:s, s:s, s:s, s:s, s:b, s:i, s:i, s:I, s:I, s:I, "
+                      "s:f, s:f, s:f, s:s}",
+                      "name", bk->conf.name, "type", types[bk->conf.type],
+                      "url", bk->conf.url, "state",
+                      gq_breaker_str(bk->breaker), "healthy", bk->healthy,
+                      "inflight", bk->inflight, "max_concurrency",
+                      bk->conf.max_concurrency, "calls",
+                      (json_int_t)bk->calls, "errors_retryable",
+                      (json_int_t)d->metrics.backend_errors[b][0],
+                      "errors_fatal",
+                      (json_int_t)d->metrics.backend_errors[b][1],
+                      "s_per_audio_s", bk->s_per_audio_s,
+                      "s_per_prompt_token", bk->s_per_prompt_tok,
+                      "s_per_output_token", bk->s_per_out_tok, "last_error",
+                      bk->last_error));
+    }
     gq_reply(d, c->req, 200,
-             json_pack("{s:s, s:I, s:b, s:s, s:o, s:o}", "version",
+             json_pack("{s:s, s:I, s:b, s:s, s:o, s:o, s:o}", "version",
                        GQ_VERSION, "uptime_s",
                        (json_int_t)((now - d->started_us) / 1000000),
                        "draining", d->draining, "share_by",
                        d->cfg.share_by == GQ_SHARE_GRANTS ? "grants"
                                                           : "time",
-                       "slots", slots, "classes", classes));
+                       "slots", slots, "classes", classes, "backends",
+                       backends));
 }
 
 static void
@@ -1057,6 +1176,34 @@ h_metrics(struct ctx *c)
     FAMILY("gpuq_store_commit_seconds", "histogram",
            "One group commit, fsync included.");
     hist_out(b, "gpuq_store_commit_seconds", "", &m->commit);
+    FAMILY("gpuq_chat_first_token_seconds", "histogram",
+           "Submit to the first streamed token, per class.");
+    for (int k = 0; k < n; k++) {
+        if (d->cfg.exec[k].executor != GQ_EXEC_CHAT)
+            continue;
+        snprintf(lab, sizeof lab, "class=\"%s\"",
+                 gq_sched_conf(d->sched, k)->name);
+        hist_out(b, "gpuq_chat_first_token_seconds", lab,
+                 &m->first_token[k]);
+    }
+    FAMILY("gpuq_backend_up", "gauge",
+           "1 while the backend's circuit is closed.");
+    for (int k = 0; k < d->nbackends; k++)
+        evbuffer_add_printf(b, "gpuq_backend_up{backend=\"%s\"} %d\n",
+                            d->backends[k].conf.name,
+                            d->backends[k].breaker == GQ_BREAKER_CLOSED);
+    FAMILY("gpuq_backend_errors_total", "counter",
+           "Failed backend calls by kind.");
+    for (int k = 0; k < d->nbackends; k++) {
+        evbuffer_add_printf(b, "gpuq_backend_errors_total{backend=\"%s\","
+                            "kind=\"retryable\"} %" PRIu64 "\n",
+                            d->backends[k].conf.name,
+                            m->backend_errors[k][0]);
+        evbuffer_add_printf(b, "gpuq_backend_errors_total{backend=\"%s\","
+                            "kind=\"fatal\"} %" PRIu64 "\n",
+                            d->backends[k].conf.name,
+                            m->backend_errors[k][1]);
+    }
 #undef FAMILY
     evhttp_add_header(evhttp_request_get_output_headers(c->req),
                       "Content-Type", "text/plain; version=0.0.4");
@@ -1073,6 +1220,376 @@ h_drain(struct ctx *c)
         return;
     gq_reply(c->d, c->req, 202, json_pack("{s:b}", "draining", 1));
     gq_daemon_drain(c->d, deadline);
+}
+
+/* --- token streams and drop-in endpoints --- */
+
+static void
+stream_write(struct gq_park *p, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void
+stream_write(struct gq_park *p, const char *fmt, ...)
+{
+    struct evbuffer *b = evbuffer_new();
+    va_list ap;
+    if (b == NULL)
+        return;
+    if (!p->started) {
+        struct evkeyvalq *h = evhttp_request_get_output_headers(p->req);
+        int ndjson = p->fmt == GQ_FMT_OLLAMA;
+        evhttp_add_header(h, "Content-Type", ndjson ? "application/x-ndjson"
+                                                    : "text/event-stream");
+        evhttp_add_header(h, "Cache-Control", "no-cache");
+        evhttp_send_reply_start(p->req, 200, "OK");
+        p->started = 1;
+    }
+    va_start(ap, fmt);
+    evbuffer_add_vprintf(b, fmt, ap);
+    va_end(ap);
+    evhttp_send_reply_chunk(p->req, b);
+    evbuffer_free(b);
+}
+
+static char *
+dump(json_t *v)
+{
+    char *t = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    json_decref(v);
+    return t;
+}
+
+static const char *
+model_of(struct gq_daemon *d, uint64_t seq, json_t *payload, char *buf,
+         size_t len)
+{
+    const char *m = json_string_value(json_object_get(payload, "model"));
+    (void)d;
+    (void)seq;
+    snprintf(buf, len, "%s", m ? m : "gpuq");
+    return buf;
+}
+
+/* One piece of text in a park's format. */
+static void
+stream_piece(struct gq_park *p, const char *text, size_t len)
+{
+    char id[48], model[128], at[96];
+    char *t;
+    json_t *payload = NULL;
+    struct gq_jobrec r = {0};
+    if (p->fmt == GQ_FMT_OPENAI_FULL || p->fmt == GQ_FMT_OLLAMA_FULL)
+        return;
+    if (p->fmt != GQ_FMT_GPUQ && gq_get(p->d, p->seq, &r) == 0)
+        payload = json_loads(r.payload ? r.payload : "null", JSON_DECODE_ANY,
+                             NULL);
+    gq_jobrec_clear(&r);
+    model_of(p->d, p->seq, payload, model, sizeof model);
+    json_decref(payload);
+    snprintf(id, sizeof id, "chatcmpl-gpuq-j%" PRIu64, p->seq);
+    switch (p->fmt) {
+    case GQ_FMT_GPUQ:
+        t = dump(json_pack("{s:s%}", "text", text, len));
+        stream_write(p, "event: token\ndata: %s\n\n", t);
+        break;
+    case GQ_FMT_OPENAI:
+        t = dump(json_pack("{s:s, s:s, s:I, s:s, s:[{s:i, s:{s:s%}, s:n}]}",
+                           "id", id, "object", "chat.completion.chunk",
+                           "created", (json_int_t)time(NULL), "model", model,
+                           "choices", "index", 0, "delta", "content", text,
+                           len, "finish_reason"));
+        stream_write(p, "data: %s\n\n", t);
+        break;
+    case GQ_FMT_OLLAMA:
+        fmt_time((int64_t)time(NULL) * 1000000, at, sizeof at);
+        t = dump(json_pack("{s:s, s:s, s:{s:s, s:s%}, s:b}", "model", model,
+                           "created_at", at, "message", "role", "assistant",
+                           "content", text, len, "done", 0));
+        stream_write(p, "%s\n", t);
+        break;
+    default:
+        return;
+    }
+    free(t);
+}
+
+void
+gq_http_stream_token(struct gq_daemon *d, uint64_t seq, const char *text,
+                     size_t len)
+{
+    for (struct gq_park *p = d->parks[GQ_PARK_STREAM]; p; p = p->next)
+        if (p->seq == seq)
+            stream_piece(p, text, len);
+}
+
+/* The status a drop-in answers with for a job that did not succeed. */
+static int
+failed_status(int state)
+{
+    switch (state) {
+    case GQ_CANCELLED: return 409;
+    case GQ_EXPIRED: return 504;
+    default: return 502;
+    }
+}
+
+static void
+stream_finish(struct gq_daemon *d, struct gq_park *p, const struct gq_jobrec *r)
+{
+    json_t *res = text_json(r->result);
+    int ok = r->state == GQ_SUCCEEDED;
+    char at[96];
+    const char *content = json_string_value(json_object_get(
+        json_object_get(json_array_get(json_object_get(res, "choices"), 0),
+                        "message"),
+        "content"));
+    json_t *errj = json_pack("{s:{s:s, s:s}}", "error", "code",
+                             r->err_code ? r->err_code : "failed", "message",
+                             r->err_msg ? r->err_msg : "the job failed");
+    char *t;
+    switch (p->fmt) {
+    case GQ_FMT_GPUQ:
+        if (!p->started && content)
+            stream_piece(p, content, strlen(content));
+        t = dump(gq_job_json(d, r));
+        stream_write(p, "event: done\ndata: %s\n\n", t);
+        free(t);
+        evhttp_send_reply_end(p->req);
+        break;
+    case GQ_FMT_OPENAI:
+        if (ok && !p->started && content)
+            stream_piece(p, content, strlen(content));
+        if (ok) {
+            json_t *fin = json_deep_copy(res);
+            json_t *ch = json_array_get(json_object_get(fin, "choices"), 0);
+            json_object_del(ch, "message");
+            json_object_set_new(ch, "delta", json_object());
+            json_object_set_new(fin, "object",
+                                json_string("chat.completion.chunk"));
+            t = dump(fin);
+        } else {
+            t = dump(json_incref(errj));
+        }
+        stream_write(p, "data: %s\n\ndata: [DONE]\n\n", t);
+        free(t);
+        evhttp_send_reply_end(p->req);
+        break;
+    case GQ_FMT_OLLAMA:
+        fmt_time((int64_t)time(NULL) * 1000000, at, sizeof at);
+        if (ok && !p->started && content)
+            stream_piece(p, content, strlen(content));
+        if (ok) {
+            json_t *u = json_object_get(res, "usage");
+            t = dump(json_pack(
+                "{s:O, s:s, s:{s:s, s:s}, s:b, s:O, s:O, s:O}", "model",
+                json_object_get(res, "model"), "created_at", at, "message",
+                "role", "assistant", "content", "", "done", 1, "done_reason",
+                json_object_get(json_array_get(json_object_get(res, "choices"),
+                                               0),
+                                "finish_reason"),
+                "prompt_eval_count", json_object_get(u, "prompt_tokens"),
+                "eval_count", json_object_get(u, "completion_tokens")));
+        } else {
+            t = dump(json_pack("{s:s}", "error",
+                               r->err_msg ? r->err_msg : "the job failed"));
+        }
+        stream_write(p, "%s\n", t);
+        free(t);
+        evhttp_send_reply_end(p->req);
+        break;
+    case GQ_FMT_OPENAI_FULL:
+        if (ok)
+            gq_reply(d, p->req, 200, json_incref(res));
+        else
+            gq_reply(d, p->req, failed_status(r->state), json_incref(errj));
+        break;
+    case GQ_FMT_OLLAMA_FULL:
+        fmt_time((int64_t)time(NULL) * 1000000, at, sizeof at);
+        if (ok) {
+            json_t *u = json_object_get(res, "usage");
+            gq_reply(d, p->req, 200,
+                     json_pack("{s:O, s:s, s:{s:s, s:s}, s:b, s:O, s:O, s:O}",
+                               "model", json_object_get(res, "model"),
+                               "created_at", at, "message", "role",
+                               "assistant", "content", content ? content : "",
+                               "done", 1, "done_reason",
+                               json_object_get(json_array_get(
+                                                   json_object_get(res,
+                                                                   "choices"),
+                                                   0),
+                                               "finish_reason"),
+                               "prompt_eval_count",
+                               json_object_get(u, "prompt_tokens"),
+                               "eval_count",
+                               json_object_get(u, "completion_tokens")));
+        } else {
+            gq_reply(d, p->req, failed_status(r->state),
+                     json_pack("{s:s}", "error",
+                               r->err_msg ? r->err_msg : "the job failed"));
+        }
+        break;
+    }
+    json_decref(errj);
+    json_decref(res);
+}
+
+void
+gq_http_stream_end(struct gq_daemon *d, const struct gq_jobrec *r)
+{
+    struct gq_park *p, *next;
+    for (p = d->parks[GQ_PARK_STREAM]; p; p = next) {
+        next = p->next;
+        if (p->seq != r->seq)
+            continue;
+        stream_finish(d, p, r);
+        gq_park_free(p);
+    }
+}
+
+/* Parks req on the job's stream; replies at once if it is finished. */
+static void
+park_stream(struct ctx *c, uint64_t seq, enum gq_stream_fmt fmt,
+            const struct gq_jobrec *r)
+{
+    if (gq_state_terminal((enum gq_state)r->state)) {
+        struct gq_park tmp = {0};
+        tmp.type = GQ_PARK_STREAM;
+        tmp.d = c->d;
+        tmp.req = c->req;
+        tmp.seq = seq;
+        tmp.fmt = fmt;
+        stream_finish(c->d, &tmp, r);
+        return;
+    }
+    struct gq_park *p = gq_park_new(c->d, GQ_PARK_STREAM, c->req, 0);
+    if (p == NULL) {
+        err(c, GQ_EBUSY, NULL, "too many parked requests and streams");
+        return;
+    }
+    evtimer_del(p->timer); /* the backend's timeout bounds the wait */
+    p->seq = seq;
+    p->fmt = fmt;
+    /* A listener that joins late gets the text so far. */
+    struct gq_runctx *rc = gq_daemon_run_of(c->d, seq);
+    if (rc && rc->len > 0)
+        stream_piece(p, rc->text, rc->len);
+}
+
+static void
+h_stream(struct ctx *c)
+{
+    uint64_t seq;
+    struct gq_jobrec r = {0};
+    if (param_job(c, &seq) < 0)
+        return;
+    int rc = gq_get(c->d, seq, &r);
+    if (rc < 0)
+        op_err(c, rc, NULL);
+    else
+        park_stream(c, seq, GQ_FMT_GPUQ, &r);
+    gq_jobrec_clear(&r);
+}
+
+/* The class of a drop-in chat request: X-Gpuq-Class, the [models] map,
+ * or the first class whose executor is chat.  -1 after replying 4xx. */
+static int
+dropin_class(struct ctx *c, const char *model)
+{
+    struct gq_daemon *d = c->d;
+    const char *h = evhttp_find_header(
+        evhttp_request_get_input_headers(c->req), "X-Gpuq-Class");
+    int cls = -1;
+    if (h) {
+        if ((cls = gq_sched_class(d->sched, h)) < 0) {
+            err(c, GQ_ENOCLASS, "X-Gpuq-Class", "unknown class %s", h);
+            return -1;
+        }
+    } else {
+        for (int i = 0; model && i < d->cfg.nmodels; i++)
+            if (strcmp(d->cfg.model_names[i], model) == 0)
+                cls = d->cfg.model_class[i];
+        for (int k = 0; cls < 0 && k < gq_sched_nclasses(d->sched); k++)
+            if (d->cfg.exec[k].executor == GQ_EXEC_CHAT)
+                cls = k;
+    }
+    if (cls < 0 || d->cfg.exec[cls].executor != GQ_EXEC_CHAT) {
+        err(c, GQ_EINVAL, "model", "no class with executor = chat serves "
+            "this request (set X-Gpuq-Class or a [models] entry)");
+        return -1;
+    }
+    return cls;
+}
+
+static void
+dropin_submit(struct ctx *c, int cls, json_t *payload, enum gq_stream_fmt fmt)
+{
+    struct gq_submit s = {0};
+    struct gq_jobrec r = {0};
+    int created;
+    const char *field = "messages";
+    char msg[256];
+    const struct gq_exec_ops *ops = gq_executors[GQ_EXEC_CHAT];
+    if (ops->validate(&c->d->cfg.exec[cls], payload, &field, msg,
+                      sizeof msg) < 0) {
+        err(c, GQ_EINVAL, strncmp(field, "payload.", 8) == 0 ? field + 8
+                                                             : field,
+            "%s", msg);
+        return;
+    }
+    s.cls = gq_sched_conf(c->d->sched, cls)->name;
+    s.payload = payload;
+    s.kind = GQ_KIND_JOB;
+    s.queue_timeout = -1;
+    int rc = gq_op_submit(c->d, &s, &r, &created);
+    if (rc < 0)
+        op_err(c, rc, NULL);
+    else
+        park_stream(c, r.seq, fmt, &r);
+    gq_jobrec_clear(&r);
+}
+
+/* POST /v1/chat/completions: OpenAI-compatible, through the queue. */
+static void
+h_openai_chat(struct ctx *c)
+{
+    const char *model = json_string_value(json_object_get(c->body, "model"));
+    json_t *st = json_object_get(c->body, "stream");
+    int cls = dropin_class(c, model);
+    if (cls < 0)
+        return;
+    json_t *payload = json_deep_copy(c->body);
+    json_object_del(payload, "stream");
+    dropin_submit(c, cls, payload,
+                  json_is_true(st) ? GQ_FMT_OPENAI : GQ_FMT_OPENAI_FULL);
+    json_decref(payload);
+}
+
+/* POST /api/chat: Ollama-compatible (streams NDJSON unless stream:false). */
+static void
+h_ollama_chat(struct ctx *c)
+{
+    const char *model = json_string_value(json_object_get(c->body, "model"));
+    json_t *st = json_object_get(c->body, "stream");
+    json_t *opts = json_object_get(c->body, "options"), *v;
+    int cls = dropin_class(c, model);
+    if (cls < 0)
+        return;
+    json_t *payload = json_object();
+    if (model)
+        json_object_set_new(payload, "model", json_string(model));
+    if ((v = json_object_get(c->body, "messages")))
+        json_object_set(payload, "messages", v);
+    if ((v = json_object_get(opts, "temperature")))
+        json_object_set(payload, "temperature", v);
+    if ((v = json_object_get(opts, "top_p")))
+        json_object_set(payload, "top_p", v);
+    if ((v = json_object_get(opts, "seed")))
+        json_object_set(payload, "seed", v);
+    if ((v = json_object_get(opts, "num_predict")))
+        json_object_set(payload, "max_tokens", v);
+    dropin_submit(c, cls, payload,
+                  json_is_false(st) ? GQ_FMT_OLLAMA_FULL : GQ_FMT_OLLAMA);
+    json_decref(payload);
 }
 
 /* Test hook, only with --fault-injection: arms the store's failures. */
@@ -1129,6 +1646,9 @@ static const struct route routes[] = {
     {EVHTTP_REQ_GET, "/metrics", h_metrics, 0},
     {EVHTTP_REQ_POST, "/v1/admin/drain", h_drain, 1},
     {EVHTTP_REQ_POST, "/v1/admin/fault", h_fault, 1},
+    {EVHTTP_REQ_GET, "/v1/jobs/*/stream", h_stream, 0},
+    {EVHTTP_REQ_POST, "/v1/chat/completions", h_openai_chat, 1},
+    {EVHTTP_REQ_POST, "/api/chat", h_ollama_chat, 1},
 };
 
 /* Splits a path into at most MAX_SEGS segments (modifies buf). */

@@ -9,6 +9,7 @@
 
 #include "../core/job.h"
 #include "../core/sched.h"
+#include "config.h"
 
 #define GQ_HBUCKETS 18
 
@@ -37,6 +38,8 @@ struct gq_metrics {
     struct gq_hist handoff;  /* slot freed -> next grant, work waiting */
     struct gq_hist turn;     /* end-of-turn work: dispatch+commit+replies */
     struct gq_hist commit;   /* one group commit (fsync) */
+    struct gq_hist first_token[GQ_MAX_CLASSES]; /* submit -> first token */
+    uint64_t backend_errors[GQ_MAX_BACKENDS][2]; /* retryable, fatal */
 };
 
 #endif

@@ -17,5 +17,6 @@ gq_jobrec_clear(struct gq_jobrec *r)
     free(r->err_code);
     free(r->err_msg);
     free(r->holder);
+    free(r->deps);
     memset(r, 0, sizeof *r);
 }

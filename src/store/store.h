@@ -41,6 +41,8 @@ struct gq_jobrec {
     char *err_code;        /* error.code or NULL */
     char *err_msg;         /* error.message or NULL */
     char *holder;          /* worker or lock holder name, or NULL */
+    char *deps;            /* JSON array of seqs it waits for, or NULL;
+                              fixed at submit */
     int64_t created_us;    /* wall clock, microseconds since the epoch */
     int64_t started_us;    /* start of the last grant; 0 = never */
     int64_t ended_us;      /* end of the last grant; 0 = none */
@@ -99,7 +101,8 @@ struct gq_store_ops {
      * 1..1000 means 1000. */
     int (*list)(struct gq_store *st, const struct gq_store_filter *f,
                 gq_store_job_fn fn, void *ud, char *err);
-    /* Every queued or running job, in seq order (start-up recovery). */
+    /* Every running job, then every queued job, each in seq order
+     * (start-up recovery). */
     int (*load_active)(struct gq_store *st, gq_store_job_fn fn, void *ud,
                        char *err);
     /* A job's history, oldest first. */

@@ -9,7 +9,7 @@
  * passes every call through to the default VFS unless a test or the
  * daemon's --fault flag arms gq_store_fault().
  *
- * On-disk format, schema version 1 (PRAGMA user_version = 1):
+ * On-disk format, schema version 2 (PRAGMA user_version = 2):
  *
  *   jobs - one row per job not yet purged.
  *     seq          INTEGER PRIMARY KEY AUTOINCREMENT.  The job id.
@@ -29,6 +29,8 @@
  *                  NULL (index jobs_idem).
  *     err_code, err_msg, holder
  *                  TEXT or NULL.
+ *     deps         TEXT, a JSON array of the seqs the job waits for, or
+ *                  NULL (added by version 2).
  *     created_us, started_us, ended_us, finished_us, ready_at_us,
  *     deadline_us, wait_us, run_us
  *                  INTEGER NOT NULL, microseconds (0 = unset); see
@@ -90,7 +92,6 @@ _Static_assert(GQ_KIND_JOB == 0 && GQ_KIND_LOCK == 1,
 
 /* Terminal and active states as SQL, matching gq_state_terminal(). */
 #define SQL_TERMINAL "state IN (2, 3, 4, 5, 6)"
-#define SQL_ACTIVE "state IN (0, 1)"
 
 /* Migration i takes user_version i to i + 1. */
 static const char *const migrations[] = {
@@ -134,6 +135,8 @@ static const char *const migrations[] = {
     "CREATE TABLE meta ("
     " key TEXT PRIMARY KEY,"
     " val INTEGER NOT NULL);",
+    /* 2: dependencies (a JSON array of job seqs, fixed at submit). */
+    "ALTER TABLE jobs ADD COLUMN deps TEXT;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -142,7 +145,7 @@ static const char *const migrations[] = {
     "seq, cls, priority, state, kind, attempts, token, payload, metadata,"  \
     " idem_key, result, progress, err_code, err_msg, holder, created_us,"   \
     " started_us, ended_us, finished_us, ready_at_us, deadline_us,"         \
-    " wait_us, run_us"
+    " wait_us, run_us, deps"
 
 /* The list statements all number their parameters alike:
  * ?1 cls, ?2 state, ?3 after, ?4 limit. */
@@ -163,6 +166,7 @@ enum stmt_id {
     S_LIST_STATE,
     S_LIST_BOTH,
     S_ACTIVE,
+    S_ACTIVE_QUEUED,
     S_EVENTS,
     S_META_GET,
     S_META_SET,
@@ -182,9 +186,9 @@ static const char *const stmt_sql[S_COUNT] = {
         "INSERT INTO jobs (cls, priority, state, kind, attempts, token,"
         " payload, metadata, idem_key, result, progress, err_code, err_msg,"
         " holder, created_us, started_us, ended_us, finished_us,"
-        " ready_at_us, deadline_us, wait_us, run_us) VALUES (?1, ?2, ?3,"
-        " ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,"
-        " ?18, ?19, ?20, ?21, ?22)",
+        " ready_at_us, deadline_us, wait_us, run_us, deps) VALUES (?1, ?2,"
+        " ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,"
+        " ?17, ?18, ?19, ?20, ?21, ?22, ?23)",
     [S_UPDATE] =
         "UPDATE jobs SET priority = ?2, state = ?3, attempts = ?4,"
         " token = ?5, result = ?6, progress = ?7, err_code = ?8,"
@@ -203,8 +207,12 @@ static const char *const stmt_sql[S_COUNT] = {
                      " AND seq > ?3 ORDER BY seq LIMIT ?4",
     [S_LIST_BOTH] = "SELECT " JOB_COLS " FROM jobs WHERE cls = ?1"
                     " AND state = ?2 AND seq > ?3 ORDER BY seq LIMIT ?4",
-    [S_ACTIVE] = "SELECT " JOB_COLS " FROM jobs WHERE " SQL_ACTIVE
+    /* Recovery reads running then queued jobs, each along jobs_state in
+     * seq order: one IN (...) ORDER BY seq would sort every row. */
+    [S_ACTIVE] = "SELECT " JOB_COLS " FROM jobs WHERE state = 1"
                  " ORDER BY seq",
+    [S_ACTIVE_QUEUED] = "SELECT " JOB_COLS " FROM jobs WHERE state = 0"
+                        " ORDER BY seq",
     [S_EVENTS] = "SELECT t_us, state, detail FROM job_events"
                  " WHERE seq = ?1 ORDER BY id",
     [S_META_GET] = "SELECT val FROM meta WHERE key = ?1",
@@ -214,15 +222,33 @@ static const char *const stmt_sql[S_COUNT] = {
      * pick jobs_state and visit every terminal job ever kept. */
     [S_PURGE_EVENTS] = "DELETE FROM job_events WHERE seq IN (SELECT seq"
                        " FROM jobs INDEXED BY jobs_finished WHERE "
-                       SQL_TERMINAL " AND finished_us < ?1)",
+                       SQL_TERMINAL " AND finished_us > 0"
+                       " AND finished_us < ?1)",
+    /* finished_us > 0 keeps the index walk off the unfinished jobs. */
     [S_PURGE_JOBS] = "DELETE FROM jobs INDEXED BY jobs_finished WHERE "
-                     SQL_TERMINAL " AND finished_us < ?1",
+                     SQL_TERMINAL " AND finished_us > 0 AND finished_us < ?1",
 };
+
+/*
+ * WAL checkpoints run on a thread of their own with its own connection,
+ * so the commit on the daemon's event loop never pays for copying the
+ * WAL into the database file (auto-checkpoint is off on the main
+ * connection).  The WAL hook, called after each commit, wakes the thread
+ * once the WAL holds CKPT_PAGES pages.
+ */
+#define CKPT_PAGES 1000
 
 struct gq_sqlite {
     struct gq_store base;  /* first: gq_store * converts to this */
     sqlite3 *db;
     sqlite3_stmt *stmt[S_COUNT]; /* prepared once, reset after each use */
+    char *path;
+    pthread_t ckpt;        /* the checkpointer */
+    int ckpt_running;
+    pthread_mutex_t mu;    /* guards want and stop */
+    pthread_cond_t cv;
+    int want, stop;
+    atomic_int checkpoints; /* done by the thread, for tests */
 };
 
 static const struct gq_store_ops sqlite_ops;
@@ -364,6 +390,9 @@ row_to_rec(sqlite3_stmt *s, struct gq_jobrec *r, int copy)
         if (rc != SQLITE_OK)
             return rc;
     }
+    int drc = col_str(s, 23, copy, &r->deps);
+    if (drc != SQLITE_OK)
+        return drc;
     int64_t *times[] = {&r->created_us, &r->started_us, &r->ended_us,
                         &r->finished_us, &r->ready_at_us, &r->deadline_us,
                         &r->wait_us, &r->run_us};
@@ -405,6 +434,7 @@ bind_insert(sqlite3_stmt *s, const struct gq_jobrec *r)
     BIND(sqlite3_bind_int64(s, 20, r->deadline_us));
     BIND(sqlite3_bind_int64(s, 21, r->wait_us));
     BIND(sqlite3_bind_int64(s, 22, r->run_us));
+    BIND(bind_str(s, 23, r->deps));
     return SQLITE_OK;
 }
 
@@ -470,12 +500,70 @@ sq_close(struct gq_store *st)
     struct gq_sqlite *s = to_sqlite(st);
     if (!s)
         return;
+    if (s->ckpt_running) {
+        pthread_mutex_lock(&s->mu);
+        s->stop = 1;
+        pthread_cond_signal(&s->cv);
+        pthread_mutex_unlock(&s->mu);
+        pthread_join(s->ckpt, NULL);
+        pthread_mutex_destroy(&s->mu);
+        pthread_cond_destroy(&s->cv);
+    }
     for (int i = 0; i < S_COUNT; i++)
         sqlite3_finalize(s->stmt[i]);
     /* An open batch is rolled back by SQLite; the last connection to
      * close checkpoints the WAL into the main file. */
     sqlite3_close(s->db);
+    free(s->path);
     free(s);
+}
+
+static int
+wal_hook(void *arg, sqlite3 *db, const char *name, int pages)
+{
+    struct gq_sqlite *s = arg;
+    (void)db;
+    (void)name;
+    if (pages >= CKPT_PAGES) {
+        pthread_mutex_lock(&s->mu);
+        s->want = 1;
+        pthread_cond_signal(&s->cv);
+        pthread_mutex_unlock(&s->mu);
+    }
+    return SQLITE_OK;
+}
+
+static void *
+ckpt_main(void *arg)
+{
+    struct gq_sqlite *s = arg;
+    sqlite3 *db = NULL;
+    if (sqlite3_open_v2(s->path, &db, SQLITE_OPEN_READWRITE |
+                                          SQLITE_OPEN_NOMUTEX,
+                        FAULT_VFS) != SQLITE_OK) {
+        sqlite3_close(db);
+        db = NULL;
+    } else {
+        sqlite3_busy_timeout(db, BUSY_TIMEOUT_MS);
+    }
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        while (!s->want && !s->stop)
+            pthread_cond_wait(&s->cv, &s->mu);
+        if (s->stop)
+            break;
+        s->want = 0;
+        pthread_mutex_unlock(&s->mu);
+        /* PASSIVE: copies what it can without waiting for the writer. */
+        if (db && sqlite3_wal_checkpoint_v2(db, NULL,
+                                            SQLITE_CHECKPOINT_PASSIVE, NULL,
+                                            NULL) == SQLITE_OK)
+            atomic_fetch_add(&s->checkpoints, 1);
+        pthread_mutex_lock(&s->mu);
+    }
+    pthread_mutex_unlock(&s->mu);
+    sqlite3_close(db);
+    return NULL;
 }
 
 static int
@@ -648,7 +736,11 @@ sq_load_active(struct gq_store *st, gq_store_job_fn fn, void *ud,
                char *err)
 {
     struct gq_sqlite *s = to_sqlite(st);
-    return each_job(s, s->stmt[S_ACTIVE], "load_active", fn, ud, err);
+    int rc = each_job(s, s->stmt[S_ACTIVE], "load_active", fn, ud, err);
+    if (rc == 0)
+        rc = each_job(s, s->stmt[S_ACTIVE_QUEUED], "load_active", fn, ud,
+                      err);
+    return rc;
 }
 
 static int
@@ -903,6 +995,22 @@ gq_store_sqlite_open(const char *path, const struct gq_sqlite_opts *o,
             goto bad;
         }
     }
+    if ((s->path = strdup(path)) == NULL) {
+        fail_msg(GQ_ENOMEM, "out of memory", err);
+        goto bad;
+    }
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    if (pthread_create(&s->ckpt, NULL, ckpt_main, s) != 0) {
+        pthread_mutex_destroy(&s->mu);
+        pthread_cond_destroy(&s->cv);
+        fail_msg(GQ_ESTORE, "cannot start the checkpoint thread", err);
+        goto bad;
+    }
+    s->ckpt_running = 1;
+    if (exec(s->db, "PRAGMA wal_autocheckpoint = 0", "pragma", err) != 0)
+        goto bad;
+    sqlite3_wal_hook(s->db, wal_hook, s);
     return &s->base;
 
 bad:
