@@ -55,9 +55,9 @@ $(B)/tests/%: tests/%.c $(SERVER_OBJ) $(EXEC_OBJ) $(STORE_OBJ) $(CORE_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(PKGCFLAGS) -Isrc -o $@ $^ $(LDFLAGS) $(LDLIBS) -lcmocka
 
-$(B)/bench/%: bench/%.c $(SERVER_OBJ) $(EXEC_OBJ) $(STORE_OBJ) $(CORE_OBJ)
+$(B)/bench/%: bench/%.c bench/lib/benchlib.c $(SERVER_OBJ) $(EXEC_OBJ) $(STORE_OBJ) $(CORE_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(PKGCFLAGS) -Isrc -o $@ $^ $(LDFLAGS) $(LDLIBS)
+	$(CC) $(CFLAGS) $(PKGCFLAGS) -Isrc -o $@ $(filter-out bench/lib/%,$^) $(LDFLAGS) $(LDLIBS)
 
 # Unit tests (cmocka, one process each) then integration tests (the real
 # daemon on 127.0.0.1 port 0, driven over HTTP by Python's stdlib).

@@ -50,6 +50,52 @@ static const char seed_ini[] =
     "max_consecutive = 1\n"
     "max_attempts = 3\n";
 
+/* The example with executors of doc/config.md, as it shows it. */
+static const char example_ini[] =
+    "[server]\n"
+    "listen = 127.0.0.1:7707\n"
+    "data_dir = /var/lib/gpuq\n"
+    "\n"
+    "[backend whisper]\n"
+    "type = whisper-cpp            ; whisper.cpp's whisper-server\n"
+    "url = http://127.0.0.1:8080\n"
+    "timeout = 300                 ; seconds per call\n"
+    "\n"
+    "[backend llm]\n"
+    "type = openai                 ; llama-server, vLLM, ...\n"
+    "url = http://127.0.0.1:8081\n"
+    "model = gemma3:12b\n"
+    "max_concurrency = 4           ; LLM servers batch\n"
+    "context_tokens = 8192\n"
+    "\n"
+    "[class chatbot]\n"
+    "priority = 10\n"
+    "queue_timeout = 60\n"
+    "max_attempts = 1\n"
+    "executor = chat\n"
+    "backend = llm\n"
+    "\n"
+    "[class transcription]\n"
+    "weight = 70\n"
+    "max_consecutive = 2\n"
+    "executor = transcribe\n"
+    "backend = whisper\n"
+    "max_hold = 2.0                ; seconds of GPU time per chunk\n"
+    "audio_roots = /srv/recordings:/srv/uploads\n"
+    "\n"
+    "[class summarization]\n"
+    "weight = 30\n"
+    "max_consecutive = 1\n"
+    "executor = summarize\n"
+    "backend = llm\n"
+    "\n"
+    "[models]\n"
+    "gemma3:12b = chatbot          ; for /v1/chat/completions, /api/chat\n"
+    "\n"
+    "[callbacks]\n"
+    "secret = s3cr3t\n"
+    "attempts = 8\n";
+
 /* Fails with both values shown when two doubles differ. */
 #define assert_dbl_equal(a, b)                                              \
     do {                                                                    \
@@ -124,6 +170,32 @@ assert_class_equal(const struct gq_class_conf *a,
 }
 
 static void
+assert_exec_equal(const struct gq_class_exec *a,
+                  const struct gq_class_exec *b)
+{
+    assert_int_equal(a->executor, b->executor);
+    assert_int_equal(a->backend, b->backend);
+    assert_dbl_equal(a->max_hold, b->max_hold);
+    assert_string_equal(a->audio_roots, b->audio_roots);
+}
+
+static void
+assert_backend_equal(const struct gq_backend_conf *a,
+                     const struct gq_backend_conf *b)
+{
+    assert_string_equal(a->name, b->name);
+    assert_int_equal(a->type, b->type);
+    assert_string_equal(a->url, b->url);
+    assert_string_equal(a->model, b->model);
+    assert_dbl_equal(a->timeout, b->timeout);
+    assert_int_equal(a->max_concurrency, b->max_concurrency);
+    assert_int_equal(a->breaker_failures, b->breaker_failures);
+    assert_dbl_equal(a->breaker_cooldown, b->breaker_cooldown);
+    assert_dbl_equal(a->health_interval, b->health_interval);
+    assert_int_equal(a->context_tokens, b->context_tokens);
+}
+
+static void
 assert_config_equal(const struct gq_config *a, const struct gq_config *b)
 {
     int i;
@@ -144,7 +216,18 @@ assert_config_equal(const struct gq_config *a, const struct gq_config *b)
         assert_class_equal(&a->classes[i], &b->classes[i]);
         assert_dbl_equal(a->backoff_base[i], b->backoff_base[i]);
         assert_dbl_equal(a->backoff_max[i], b->backoff_max[i]);
+        assert_exec_equal(&a->exec[i], &b->exec[i]);
     }
+    assert_int_equal(a->nbackends, b->nbackends);
+    for (i = 0; i < a->nbackends; i++)
+        assert_backend_equal(&a->backends[i], &b->backends[i]);
+    assert_int_equal(a->nmodels, b->nmodels);
+    for (i = 0; i < a->nmodels; i++) {
+        assert_string_equal(a->model_names[i], b->model_names[i]);
+        assert_int_equal(a->model_class[i], b->model_class[i]);
+    }
+    assert_string_equal(a->callback_secret, b->callback_secret);
+    assert_int_equal(a->callback_attempts, b->callback_attempts);
 }
 
 /* The number of lines of err (0 when empty). */
@@ -212,6 +295,17 @@ test_defaults_equal_seed(void **state)
         assert_dbl_equal(c.backoff_base[i], 1);
         assert_dbl_equal(c.backoff_max[i], 300);
     }
+    /* No backends: every class is left to external workers. */
+    for (int i = 0; i < GQ_MAX_CLASSES; i++) {
+        assert_int_equal(c.exec[i].executor, GQ_EXEC_WORKER);
+        assert_int_equal(c.exec[i].backend, -1);
+        assert_dbl_equal(c.exec[i].max_hold, 2.0);
+        assert_string_equal(c.exec[i].audio_roots, "");
+    }
+    assert_int_equal(c.nbackends, 0);
+    assert_int_equal(c.nmodels, 0);
+    assert_string_equal(c.callback_secret, "");
+    assert_int_equal(c.callback_attempts, 8);
     assert_int_equal(gq_config_check(&c, NULL, 0), 0);
 }
 
@@ -246,6 +340,14 @@ static void
 format_config(const struct gq_config *c, char *buf, size_t len)
 {
     static const char *sync_names[] = {"off", "normal", "full"};
+    static const char *exec_names[] = {
+        [GQ_EXEC_WORKER] = "worker", [GQ_EXEC_TRANSCRIBE] = "transcribe",
+        [GQ_EXEC_SUMMARIZE] = "summarize", [GQ_EXEC_CHAT] = "chat",
+    };
+    static const char *type_names[] = {
+        [GQ_BACKEND_WHISPER_CPP] = "whisper-cpp",
+        [GQ_BACKEND_OPENAI] = "openai", [GQ_BACKEND_OLLAMA] = "ollama",
+    };
     size_t n = 0;
     int i;
 
@@ -259,8 +361,16 @@ format_config(const struct gq_config *c, char *buf, size_t len)
     OUT("[gpu]\nslots = %d\n", c->slots);
     OUT("[scheduler]\nshare_by = %s\n",
         c->share_by == GQ_SHARE_GRANTS ? "grants" : "time");
+    /* References go both ways: classes name backends defined after them,
+     * and [models] names classes defined after it. */
+    if (c->nmodels > 0)
+        OUT("[models]\n");
+    for (i = 0; i < c->nmodels; i++)
+        OUT("%s = %s\n", c->model_names[i],
+            c->classes[c->model_class[i]].name);
     for (i = 0; i < c->nclasses; i++) {
         const struct gq_class_conf *k = &c->classes[i];
+        const struct gq_class_exec *e = &c->exec[i];
         OUT("[class %s]\npriority = %d\nweight = %.17g\n"
             "max_consecutive = %d\nmax_queue = %d\nqueue_timeout = %.17g\n"
             "lease_ttl = %.17g\nmax_attempts = %d\nbackoff_base = %.17g\n"
@@ -268,7 +378,28 @@ format_config(const struct gq_config *c, char *buf, size_t len)
             k->name, k->priority, k->weight, k->max_consecutive,
             k->max_queue, k->queue_timeout, k->lease_ttl, k->max_attempts,
             c->backoff_base[i], c->backoff_max[i]);
+        OUT("executor = %s\nmax_hold = %.17g\n", exec_names[e->executor],
+            e->max_hold);
+        if (e->backend >= 0)
+            OUT("backend = %s\n", c->backends[e->backend].name);
+        if (e->audio_roots[0] != '\0')
+            OUT("audio_roots = %s\n", e->audio_roots);
     }
+    for (i = 0; i < c->nbackends; i++) {
+        const struct gq_backend_conf *b = &c->backends[i];
+        OUT("[backend %s]\ntype = %s\nurl = %s\ntimeout = %.17g\n"
+            "max_concurrency = %d\nbreaker_failures = %d\n"
+            "breaker_cooldown = %.17g\nhealth_interval = %.17g\n"
+            "context_tokens = %d\n",
+            b->name, type_names[b->type], b->url, b->timeout,
+            b->max_concurrency, b->breaker_failures, b->breaker_cooldown,
+            b->health_interval, b->context_tokens);
+        if (b->model[0] != '\0')
+            OUT("model = %s\n", b->model);
+    }
+    OUT("[callbacks]\nattempts = %d\n", c->callback_attempts);
+    if (c->callback_secret[0] != '\0')
+        OUT("secret = %s\n", c->callback_secret);
 #undef OUT
     assert_true(n < len);
 }
@@ -307,11 +438,313 @@ test_full_file_round_trips(void **state)
         k->max_attempts = 1 + i;
         want.backoff_base[i] = 0.25 * i;
         want.backoff_max[i] = 10.0 * (i + 1);
+        want.exec[i].max_hold = 0.5 + i;
     }
+    want.nbackends = 2;
+    want.backends[0] = (struct gq_backend_conf){
+        .name = "whisper-1", .type = GQ_BACKEND_WHISPER_CPP,
+        .url = "http://127.0.0.1:8080", .model = "", .timeout = 600.5,
+        .max_concurrency = 2, .breaker_failures = 3,
+        .breaker_cooldown = 2.5, .health_interval = 0.25,
+        .context_tokens = 256};
+    want.backends[1] = (struct gq_backend_conf){
+        .name = "llm", .type = GQ_BACKEND_OLLAMA,
+        .url = "https://[::1]:11434", .model = "gemma3:12b", .timeout = 30,
+        .max_concurrency = 64, .breaker_failures = 1,
+        .breaker_cooldown = 60, .health_interval = 5,
+        .context_tokens = 131072};
+    want.exec[0] = (struct gq_class_exec){GQ_EXEC_TRANSCRIBE, 0, 0.75,
+                                          "/srv/rec:/mnt/a b,/tmp"};
+    want.exec[1] = (struct gq_class_exec){GQ_EXEC_SUMMARIZE, 1, 4, ""};
+    want.exec[2] = (struct gq_class_exec){GQ_EXEC_CHAT, 1, 1e-3, ""};
+    /* A worker class may name a backend; the workers just ignore it. */
+    want.exec[3].backend = 1;
+    want.nmodels = 3;
+    snprintf(want.model_names[0], sizeof want.model_names[0], "gemma3:12b");
+    want.model_class[0] = 2;
+    snprintf(want.model_names[1], sizeof want.model_names[1],
+             "hf.co/org/Model-7B-GGUF:Q4_K_M");
+    want.model_class[1] = 2;
+    snprintf(want.model_names[2], sizeof want.model_names[2], "m");
+    want.model_class[2] = 4;
+    snprintf(want.callback_secret, sizeof want.callback_secret,
+             "s3cr3t=with:odd#chars");
+    want.callback_attempts = 1;
     format_config(&want, text, sizeof text);
     assert_int_equal(load_text(t, &got, text), 0);
     assert_config_equal(&got, &want);
     assert_int_equal(gq_config_check(&got, t->err, sizeof t->err), 0);
+}
+
+/* The documented example: two backends, three classes, a model. */
+static void
+test_example_file(void **state)
+{
+    struct tmp *t = *state;
+    struct gq_config want, got, again;
+    static char text[16384];
+
+    gq_config_defaults(&want);
+    snprintf(want.data_dir, sizeof want.data_dir, "/var/lib/gpuq");
+    want.nbackends = 2;
+    want.backends[0] = (struct gq_backend_conf){
+        .name = "whisper", .type = GQ_BACKEND_WHISPER_CPP,
+        .url = "http://127.0.0.1:8080", .model = "", .timeout = 300,
+        .max_concurrency = 1, .breaker_failures = 5,
+        .breaker_cooldown = 10, .health_interval = 10,
+        .context_tokens = 4096};
+    want.backends[1] = (struct gq_backend_conf){
+        .name = "llm", .type = GQ_BACKEND_OPENAI,
+        .url = "http://127.0.0.1:8081", .model = "gemma3:12b",
+        .timeout = 300, .max_concurrency = 4, .breaker_failures = 5,
+        .breaker_cooldown = 10, .health_interval = 10,
+        .context_tokens = 8192};
+    /* The seed's classes, now with executors. */
+    want.exec[0] = (struct gq_class_exec){GQ_EXEC_CHAT, 1, 2.0, ""};
+    want.exec[1] = (struct gq_class_exec){
+        GQ_EXEC_TRANSCRIBE, 0, 2.0, "/srv/recordings:/srv/uploads"};
+    want.exec[2] = (struct gq_class_exec){GQ_EXEC_SUMMARIZE, 1, 2.0, ""};
+    want.nmodels = 1;
+    snprintf(want.model_names[0], sizeof want.model_names[0], "gemma3:12b");
+    want.model_class[0] = 0;
+    snprintf(want.callback_secret, sizeof want.callback_secret, "s3cr3t");
+    want.callback_attempts = 8;
+
+    if (load_text(t, &got, example_ini) != 0)
+        fail_msg("%s", t->err);
+    assert_config_equal(&got, &want);
+    assert_int_equal(gq_config_check(&got, t->err, sizeof t->err), 0);
+
+    /* Written out and read back, it is the same. */
+    format_config(&got, text, sizeof text);
+    if (load_text(t, &again, text) != 0)
+        fail_msg("%s\n%s", t->err, text);
+    assert_config_equal(&again, &want);
+}
+
+/*
+ * References may point forward, resolve to the right index, and a
+ * problem with what they point at is reported once, not again at them.
+ */
+static void
+test_references(void **state)
+{
+    struct tmp *t = *state;
+    struct gq_config c;
+    char want[1024];
+    const char *p;
+
+    assert_int_equal(load_text(t, &c,
+                               "[models]\n"
+                               "llama3.2:3b = b\n"
+                               "qwen=c\n"
+                               "[class a]\n"
+                               "[class b]\n"
+                               "executor = chat\n"
+                               "backend = ol\n"
+                               "[class c]\n"
+                               "executor = Summarize\n"
+                               "backend = oa\n"
+                               "[backend wh]\ntype = whisper-cpp\n"
+                               "url = http://h:1\n"
+                               "[backend oa]\ntype = OpenAI\n"
+                               "url = http://h:2\n"
+                               "[backend ol]\ntype = ollama\n"
+                               "url = http://h:3\n"),
+                     0);
+    assert_int_equal(c.nbackends, 3);
+    assert_int_equal(c.backends[1].type, GQ_BACKEND_OPENAI);
+    assert_int_equal(c.exec[0].executor, GQ_EXEC_WORKER);
+    assert_int_equal(c.exec[0].backend, -1);
+    assert_int_equal(c.exec[1].executor, GQ_EXEC_CHAT);
+    assert_int_equal(c.exec[1].backend, 2);
+    assert_int_equal(c.exec[2].executor, GQ_EXEC_SUMMARIZE);
+    assert_int_equal(c.exec[2].backend, 1);
+    assert_int_equal(c.nmodels, 2);
+    assert_string_equal(c.model_names[0], "llama3.2:3b");
+    assert_int_equal(c.model_class[0], 1);
+    assert_string_equal(c.model_names[1], "qwen");
+    assert_int_equal(c.model_class[1], 2);
+    assert_int_equal(gq_config_check(&c, t->err, sizeof t->err), 0);
+
+    /* Without [class] sections, [models] names the seed's classes. */
+    assert_int_equal(load_text(t, &c, "[models]\nm = summarization\n"), 0);
+    assert_int_equal(c.nclasses, 3);
+    assert_int_equal(c.model_class[0], 2);
+
+    /* A backend whose type is missing or bad: only that is reported. */
+    assert_int_equal(load_text(t, &c,
+                               "[class a]\n"           /* 1 */
+                               "executor = chat\n"     /* 2 */
+                               "backend = x\n"         /* 3 */
+                               "[class b]\n"           /* 4 */
+                               "executor = transcribe\n" /* 5 */
+                               "backend = y\n"         /* 6 */
+                               "[class c]\n"           /* 7 */
+                               "executor = transcribe\n" /* 8 */
+                               "backend = \n"          /* 9 */
+                               "[class d]\n"           /* 10 */
+                               "executor = bogus\n"    /* 11 */
+                               "backend = x\n"         /* 12 */
+                               "[backend x]\n"         /* 13 */
+                               "url = http://h:1\n"    /* 14 */
+                               "[backend y]\n"         /* 15 */
+                               "type = grpc\n"         /* 16 */
+                               "url = http://h:1\n"),  /* 17 */
+                     GQ_EINVAL);
+    p = t->path;
+    snprintf(want, sizeof want,
+             "%s:9: backend: missing value\n"
+             "%s:11: executor: 'bogus' is not one of transcribe, summarize, "
+             "chat or worker\n"
+             "%s:16: type: 'grpc' is not one of whisper-cpp, openai or "
+             "ollama\n"
+             "%s:13: [backend x] has no type: write type = whisper-cpp, "
+             "openai or ollama",
+             p, p, p, p);
+    assert_string_equal(t->err, want);
+}
+
+/*
+ * Errors of references come after those of single lines (they are found
+ * once the file is read), each at its line; c stays the defaults.
+ */
+static void
+test_reference_errors_come_last(void **state)
+{
+    struct tmp *t = *state;
+    struct gq_config c, d;
+    char want[2048];
+    const char *p;
+
+    assert_int_equal(load_text(t, &c,
+                               "[models]\n"                  /* 1 */
+                               "gemma3:12b = chat\n"         /* 2 */
+                               "[class chat]\n"              /* 3 */
+                               "executor = chat\n"           /* 4 */
+                               "[class stt]\n"               /* 5 */
+                               "executor = transcribe\n"     /* 6 */
+                               "backend = whisper\n"         /* 7 */
+                               "max_hold = 0\n"              /* 8 */
+                               "[class sum]\n"               /* 9 */
+                               "executor = summarize\n"      /* 10 */
+                               "backend = w\n"               /* 11 */
+                               "[backend w]\n"               /* 12 */
+                               "type = whisper-cpp\n"        /* 13 */
+                               "[models]\n"                  /* 14 */
+                               "llama = sum\n"               /* 15 */
+                               "[callbacks]\n"               /* 16 */
+                               "attempts = 0\n"),            /* 17 */
+                     GQ_EINVAL);
+    p = t->path;
+    snprintf(want, sizeof want,
+             "%s:8: max_hold must be > 0, got 0\n"
+             "%s:14: duplicate section [models] (first on line 1)\n"
+             "%s:17: attempts must be >= 1, got 0\n"
+             "%s:12: [backend w] has no url: write url = http://HOST:PORT\n"
+             "%s:3: class chat: executor chat needs an openai or ollama "
+             "backend: set backend = NAME\n"
+             "%s:7: unknown backend 'whisper' (no [backend whisper] "
+             "section)\n"
+             "%s:9: class sum: executor summarize needs an openai or ollama "
+             "backend, but backend 'w' is whisper-cpp",
+             p, p, p, p, p, p, p);
+    assert_string_equal(t->err, want);
+    gq_config_defaults(&d);
+    assert_config_equal(&c, &d);
+}
+
+/* [models]: names with ':' and '/', comments, '=' without spaces. */
+static void
+test_model_names(void **state)
+{
+    struct tmp *t = *state;
+    struct gq_config c;
+    char text[512], name[160];
+
+    assert_int_equal(load_text(t, &c,
+                               "[models]\n"
+                               "gemma3:12b = chatbot ; the default\n"
+                               "  hf.co/org/x-GGUF:Q4_K_M=chatbot\n"
+                               "; a comment\n"
+                               "Gemma3:12B: = summarization\n"),
+                     0);
+    assert_int_equal(c.nmodels, 3);
+    assert_string_equal(c.model_names[0], "gemma3:12b");
+    assert_int_equal(c.model_class[0], 0);
+    assert_string_equal(c.model_names[1], "hf.co/org/x-GGUF:Q4_K_M");
+    assert_int_equal(c.model_class[1], 0);
+    /* Names are case-sensitive: this is another model. */
+    assert_string_equal(c.model_names[2], "Gemma3:12B:");
+    assert_int_equal(c.model_class[2], 2);
+
+    /* 127 bytes is the longest name. */
+    memset(name, 'm', 127);
+    name[127] = '\0';
+    snprintf(text, sizeof text, "[models]\n%s = chatbot\n", name);
+    assert_int_equal(load_text(t, &c, text), 0);
+    assert_string_equal(c.model_names[0], name);
+}
+
+/* At most GQ_MAX_BACKENDS backends and GQ_MAX_MODELS models. */
+static void
+test_backend_and_model_limits(void **state)
+{
+    struct tmp *t = *state;
+    struct gq_config c;
+    static char text[16384];
+    char want[256];
+    size_t n = 0;
+    int i;
+
+    for (i = 0; i < GQ_MAX_BACKENDS; i++)
+        n += (size_t)snprintf(text + n, sizeof text - n,
+                              "[backend b%d]\ntype = openai\n"
+                              "url = http://h:%d\n", i, 1000 + i);
+    assert_int_equal(load_text(t, &c, text), 0);
+    assert_int_equal(c.nbackends, GQ_MAX_BACKENDS);
+    assert_string_equal(c.backends[GQ_MAX_BACKENDS - 1].url,
+                        "http://h:1015");
+    snprintf(text + n, sizeof text - n, "[backend one-more]\n");
+    assert_int_equal(load_text(t, &c, text), GQ_EINVAL);
+    snprintf(want, sizeof want, "%s:%d: too many backends (at most %d)",
+             t->path, 3 * GQ_MAX_BACKENDS + 1, GQ_MAX_BACKENDS);
+    assert_string_equal(t->err, want);
+
+    n = (size_t)snprintf(text, sizeof text, "[models]\n");
+    for (i = 0; i < GQ_MAX_MODELS; i++)
+        n += (size_t)snprintf(text + n, sizeof text - n,
+                              "m%d = transcription\n", i);
+    assert_int_equal(load_text(t, &c, text), 0);
+    assert_int_equal(c.nmodels, GQ_MAX_MODELS);
+    assert_int_equal(c.model_class[GQ_MAX_MODELS - 1], 1);
+    snprintf(text + n, sizeof text - n, "one-more = chatbot\n");
+    assert_int_equal(load_text(t, &c, text), GQ_EINVAL);
+    snprintf(want, sizeof want, "%s:%d: too many models (at most %d)",
+             t->path, GQ_MAX_MODELS + 2, GQ_MAX_MODELS);
+    assert_string_equal(t->err, want);
+}
+
+static void
+test_url_forms(void **state)
+{
+    static const char *good[] = {
+        "http://127.0.0.1:8080", "https://gpu-box.example.org:443",
+        "http://[::1]:11434", "https://[fe80::1%eth0]:1",
+        "http://localhost:65535",
+    };
+    struct tmp *t = *state;
+    struct gq_config c;
+    char text[256];
+    size_t i;
+
+    for (i = 0; i < sizeof good / sizeof good[0]; i++) {
+        snprintf(text, sizeof text,
+                 "[backend b]\ntype = ollama\nurl = %s\n", good[i]);
+        if (load_text(t, &c, text) != 0)
+            fail_msg("%s: %s", good[i], t->err);
+        assert_string_equal(c.backends[0].url, good[i]);
+    }
 }
 
 static void
@@ -445,6 +878,132 @@ static const struct bad_case bad_cases[] = {
     {"[gpu] slots = 1\n", 1, "unexpected text after ']'"},
     {"[gpu]\n[class x ; y]\n", 2,
      "missing ']' at the end of the section name"},
+
+    /* [backend NAME] */
+#define W "[backend w]\ntype = whisper-cpp\nurl = http://h:1\n"
+    {"[backend]\n", 1, "missing backend name: write [backend NAME]"},
+    {"[backendx]\n", 1, "unknown section [backendx]"},
+    {"[backend a/b]\n", 1,
+     "bad backend name 'a/b': use 1 to 63 of A-Z a-z 0-9 _ . -"},
+    {"[backend "
+     "a234567890123456789012345678901234567890123456789012345678901234]\n",
+     1, "bad backend name 'a2345678901234567890123456789012345678901234567890"
+        "12345678901234': use 1 to 63 of A-Z a-z 0-9 _ . -"},
+    {W "[backend w]\n", 4, "duplicate section [backend w] (first on line 1)"},
+    {W "port = 80\n", 4, "unknown key 'port' in [backend w]"},
+    {W "url = http://h:2\n", 4, "url is set twice (first on line 3)"},
+    {"[backend w]\ntype = grpc\nurl = http://h:1\n", 2,
+     "type: 'grpc' is not one of whisper-cpp, openai or ollama"},
+    {"[backend w]\nurl = http://h:1\n", 1,
+     "[backend w] has no type: write type = whisper-cpp, openai or ollama"},
+    {"[backend w]\ntype = openai\n", 1,
+     "[backend w] has no url: write url = http://HOST:PORT"},
+    {"[backend w]\ntype = openai\nurl = ftp://h:1\n", 3,
+     "url 'ftp://h:1' is not http(s)://HOST:PORT: it must start with "
+     "http:// or https://"},
+    {"[backend w]\ntype = openai\nurl = 127.0.0.1:8080\n", 3,
+     "url '127.0.0.1:8080' is not http(s)://HOST:PORT: it must start with "
+     "http:// or https://"},
+    {"[backend w]\ntype = openai\nurl = http://h\n", 3,
+     "url 'http://h' is not http(s)://HOST:PORT: missing :PORT"},
+    {"[backend w]\ntype = openai\nurl = http://h:0\n", 3,
+     "url 'http://h:0' is not http(s)://HOST:PORT: the port must be a "
+     "number from 1 to 65535"},
+    {"[backend w]\ntype = openai\nurl = https://h:65536\n", 3,
+     "url 'https://h:65536' is not http(s)://HOST:PORT: the port must be a "
+     "number from 1 to 65535"},
+    {"[backend w]\ntype = openai\nurl = http://:80\n", 3,
+     "url 'http://:80' is not http(s)://HOST:PORT: empty host"},
+    {"[backend w]\ntype = openai\nurl = http://::1:80\n", 3,
+     "url 'http://::1:80' is not http(s)://HOST:PORT: an IPv6 address must "
+     "be in brackets, e.g. http://[::1]:8080"},
+    {"[backend w]\ntype = openai\nurl = http://u@h:80\n", 3,
+     "url 'http://u@h:80' is not http(s)://HOST:PORT: bad character in the "
+     "host"},
+    {"[backend w]\ntype = openai\nurl = http://h:80/v1\n", 3,
+     "url 'http://h:80/v1' is not http(s)://HOST:PORT: nothing may follow "
+     "the port (no path, not even '/')"},
+    {"[backend w]\ntype = openai\nurl = http://h:80/\n", 3,
+     "url 'http://h:80/' is not http(s)://HOST:PORT: nothing may follow "
+     "the port (no path, not even '/')"},
+    {W "timeout = 0\n", 4, "timeout must be > 0, got 0"},
+    {W "max_concurrency = 0\n", 4,
+     "max_concurrency must be from 1 to 64, got 0"},
+    {W "max_concurrency = 65\n", 4,
+     "max_concurrency must be from 1 to 64, got 65"},
+    {W "model =\n", 4, "model: missing value"},
+    {W "breaker_failures = 0\n", 4, "breaker_failures must be >= 1, got 0"},
+    {W "breaker_cooldown = 0\n", 4, "breaker_cooldown must be > 0, got 0"},
+    {W "health_interval = -1\n", 4, "health_interval must be > 0, got -1"},
+    {W "context_tokens = 255\n", 4,
+     "context_tokens must be >= 256, got 255"},
+
+    /* [class NAME]'s executor keys */
+    {"[class a]\nexecutor = gpu\n", 2,
+     "executor: 'gpu' is not one of transcribe, summarize, chat or worker"},
+    {"[class a]\nexecutor = transcribe\n", 1,
+     "class a: executor transcribe needs a whisper-cpp backend: set "
+     "backend = NAME"},
+    {"[class a]\n\nexecutor = summarize\n", 1,
+     "class a: executor summarize needs an openai or ollama backend: set "
+     "backend = NAME"},
+    {"[class a]\nexecutor = chat\n", 1,
+     "class a: executor chat needs an openai or ollama backend: set "
+     "backend = NAME"},
+    {"[class a]\nmax_hold = 1\nbackend = nope\n", 3,
+     "unknown backend 'nope' (no [backend nope] section)"},
+    {W "[class a]\nexecutor = chat\nbackend = w\n", 4,
+     "class a: executor chat needs an openai or ollama backend, but backend "
+     "'w' is whisper-cpp"},
+    {"[class a]\nexecutor = transcribe\nbackend = llm\n"
+     "[backend llm]\ntype = ollama\nurl = http://h:1\n", 1,
+     "class a: executor transcribe needs a whisper-cpp backend, but backend "
+     "'llm' is ollama"},
+    {"[class a]\nbackend =\n", 2, "backend: missing value"},
+    {"[class a]\nbackend = "
+     "a234567890123456789012345678901234567890123456789012345678901234\n",
+     2, "backend is too long (at most 63 characters)"},
+    {"[class a]\nmax_hold = 0\n", 2, "max_hold must be > 0, got 0"},
+    {"[class a]\nmax_hold = x\n", 2, "max_hold: 'x' is not a number"},
+    {"[class a]\naudio_roots = srv/rec\n", 2,
+     "audio_roots: 'srv/rec' is not an absolute path"},
+    {"[class a]\naudio_roots = /srv/rec:rel,/x\n", 2,
+     "audio_roots: 'rel' is not an absolute path"},
+    {"[class a]\naudio_roots = /srv/rec, /x\n", 2,
+     "audio_roots: ' /x' is not an absolute path"},
+    {"[class a]\naudio_roots = /a,,/b\n", 2,
+     "audio_roots '/a,,/b' has an empty entry"},
+    {"[class a]\naudio_roots = /a:\n", 2,
+     "audio_roots '/a:' has an empty entry"},
+
+    /* [models] */
+    {"[models]\nm = nosuch\n", 2, "model 'm': unknown class 'nosuch'"},
+    {"[models]\nm = chatbot\nm = summarization\n", 3,
+     "model 'm' is set twice (first on line 2)"},
+    {"[models]\na b = chatbot\n", 2,
+     "bad model name 'a b': no spaces or control characters"},
+    {"[models]\ngemma3:12b chatbot\n", 2,
+     "expected 'MODEL = CLASS' (only '=' separates them in [models])"},
+    {"[models]\ngemma3: chatbot\n", 2,
+     "expected 'MODEL = CLASS' (only '=' separates them in [models])"},
+    {"[models]\nm =\n", 2, "model 'm': missing class"},
+    {"[models]\n= chatbot\n", 2, "missing key before '='"},
+    {"[models]\n[gpu]\n[models]\n", 3,
+     "duplicate section [models] (first on line 1)"},
+    {"[models]\n"
+     "m2345678901234567890123456789012345678901234567890123456789012345678"
+     "901234567890123456789012345678901234567890123456789012345678 = a\n",
+     2, "model name 'm2345678901234567890123456789012345678901234567890123456"
+        "789012345678901234567890123456789012345678901234567890123456789012"
+        "345678' is too long (at most 127 characters)"},
+
+    /* [callbacks] */
+    {"[callbacks]\nattempts = 0\n", 2, "attempts must be >= 1, got 0"},
+    {"[callbacks]\nsecret =\n", 2, "secret: missing value"},
+    {"[callbacks]\nretries = 3\n", 2, "unknown key 'retries' in [callbacks]"},
+    {"[callbacks]\n[callbacks]\n", 2,
+     "duplicate section [callbacks] (first on line 1)"},
+#undef W
 };
 
 /* Each kind of error gives one line: PATH:LINE: message. */
@@ -758,6 +1317,102 @@ test_check(void **state)
     assert_int_equal(gq_config_check(&c, NULL, 0), GQ_EINVAL);
 }
 
+/* gq_config_check on backends, executors, models and callbacks. */
+static void
+test_check_references(void **state)
+{
+    static const char many[] = "too many backends: 17 (at most 16)\n"
+                               "backend 3: bad name '': use 1 to 63 of "
+                               "A-Z a-z 0-9 _ . -\n";
+    struct tmp *t = *state;
+    struct gq_config c, good;
+
+    assert_int_equal(load_text(t, &good, example_ini), 0);
+    c = good;
+    assert_int_equal(gq_config_check(&c, t->err, sizeof t->err), 0);
+
+    /* Each key of a backend is in range. */
+    c.backends[0].type = 7;
+    snprintf(c.backends[0].url, sizeof c.backends[0].url, "http://h");
+    c.backends[1].url[0] = '\0';
+    c.backends[1].max_concurrency = 65;
+    c.backends[1].context_tokens = 0;
+    c.callback_attempts = 0;
+    assert_int_equal(gq_config_check(&c, t->err, sizeof t->err), GQ_EINVAL);
+    assert_string_equal(t->err,
+                        "attempts must be >= 1, got 0\n"
+                        "backend whisper: type must be whisper-cpp, openai "
+                        "or ollama, got 7\n"
+                        "backend whisper: url 'http://h' is not "
+                        "http(s)://HOST:PORT: missing :PORT\n"
+                        "backend llm: url must not be empty\n"
+                        "backend llm: max_concurrency must be from 1 to 64, "
+                        "got 65\n"
+                        "backend llm: context_tokens must be >= 256, got 0");
+
+    /* Names, counts and the references between sections. */
+    c = good;
+    snprintf(c.backends[1].name, sizeof c.backends[1].name, "whisper");
+    c.exec[0].backend = 2;
+    c.exec[1].executor = GQ_EXEC_CHAT;
+    c.exec[2].backend = -1;
+    c.exec[2].max_hold = 0;
+    snprintf(c.exec[2].audio_roots, sizeof c.exec[2].audio_roots, "rel");
+    c.model_class[0] = 3;
+    assert_int_equal(gq_config_check(&c, t->err, sizeof t->err), GQ_EINVAL);
+    assert_string_equal(t->err,
+                        "backend whisper is defined twice\n"
+                        "class chatbot: backend 2 does not exist\n"
+                        "class transcription: executor chat needs an openai "
+                        "or ollama backend, but backend 'whisper' is "
+                        "whisper-cpp\n"
+                        "class summarization: max_hold must be > 0, got 0\n"
+                        "class summarization: audio_roots: 'rel' is not an "
+                        "absolute path\n"
+                        "class summarization: executor summarize needs an "
+                        "openai or ollama backend: set backend = NAME\n"
+                        "model gemma3:12b: class 3 does not exist");
+
+    c = good;
+    c.nbackends = GQ_MAX_BACKENDS + 1;
+    c.nmodels = 2;
+    snprintf(c.model_names[1], sizeof c.model_names[1], "gemma3:12b");
+    c.model_class[1] = 0;
+    c.exec[0].executor = 9;
+    assert_int_equal(gq_config_check(&c, t->err, sizeof t->err), GQ_EINVAL);
+    /* Only the first GQ_MAX_BACKENDS are looked at (14 have no name). */
+    assert_int_equal(strncmp(t->err, many, sizeof many - 1), 0);
+    assert_non_null(strstr(t->err, "\nbackend 16: bad name ''"));
+    assert_null(strstr(t->err, "backend 17"));
+    assert_non_null(strstr(t->err, "\nclass chatbot: executor must be "
+                                   "transcribe, summarize, chat or worker, "
+                                   "got 9\n"
+                                   "model gemma3:12b is mapped twice"));
+    assert_int_equal(count_lines(t->err), 1 + 14 + 2);
+
+    c = good;
+    c.nmodels = -1;
+    c.nbackends = -2;
+    snprintf(c.model_names[0], sizeof c.model_names[0], "a b");
+    assert_int_equal(gq_config_check(&c, t->err, sizeof t->err), GQ_EINVAL);
+    assert_string_equal(t->err,
+                        "bad number of backends: -2\n"
+                        "class chatbot: backend 1 does not exist\n"
+                        "class transcription: backend 0 does not exist\n"
+                        "class summarization: backend 1 does not exist\n"
+                        "bad number of models: -1");
+    c.nmodels = 1;
+    c.nbackends = 2;
+    assert_int_equal(gq_config_check(&c, t->err, sizeof t->err), GQ_EINVAL);
+    assert_string_equal(t->err,
+                        "model 1: bad name 'a b': 1 to 127 characters, no "
+                        "spaces or control characters");
+
+    /* Flags never touch these, so a file that loads passes the check. */
+    gq_config_defaults(&c);
+    assert_int_equal(gq_config_check(&c, t->err, sizeof t->err), 0);
+}
+
 int
 main(void)
 {
@@ -767,6 +1422,12 @@ main(void)
         T(test_seed_file_is_the_defaults),
         T(test_empty_file_is_the_defaults),
         T(test_full_file_round_trips),
+        T(test_example_file),
+        T(test_references),
+        T(test_reference_errors_come_last),
+        T(test_model_names),
+        T(test_backend_and_model_limits),
+        T(test_url_forms),
         T(test_inline_comments),
         T(test_lenient_syntax),
         T(test_each_error_has_its_line),
@@ -780,6 +1441,7 @@ main(void)
         T(test_listen_forms),
         T(test_cannot_open),
         T(test_check),
+        T(test_check_references),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -102,6 +102,10 @@ struct gq_exec_ops {
     void (*cancel)(struct gq_run *r);
 };
 
+/* Directory of audio uploaded through gpuqd's own endpoints (payload
+ * "upload" names a file in it); set once by the daemon at start. */
+extern const char *gq_upload_dir;
+
 /* Indexed by enum gq_executor; NULL for GQ_EXEC_WORKER. */
 extern const struct gq_exec_ops *const gq_executors[4];
 extern const struct gq_exec_ops gq_exec_chat;

@@ -485,12 +485,11 @@ gq_parse_whisper(const char *body, size_t len, double offset,
         rc = get_str(root, "detected_language", "", &s, &n, err, errlen);
     if (rc == 0)
         rc = dup_text(s, n, &lang);
-    if (rc == 0 && field(root, "duration")) {
+    if (rc == 0 && field(root, "duration"))
         rc = get_num(root, "duration", "", &dur, err, errlen);
-    }
     if (rc < 0)
         goto out;
-    /* Commit: the only steps left that can fail come first. */
+    /* Commit: the allocations first, so that a failure changes nothing. */
     if (addlen > 0) {
         size_t old = *text ? strlen(*text) : 0;
         int was_null = *text == NULL;

@@ -917,8 +917,11 @@ grant(struct gq_daemon *d, struct gq_job *j, int64_t now)
         gq_hist_add(&d->metrics.wait[j->cls],
                     (double)(now - j->enq_us) / 1e6);
         if (d->slot_free_at[j->slot]) {
-            gq_hist_add(&d->metrics.handoff,
-                        (double)(now - d->slot_free_at[j->slot]) / 1e6);
+            /* Measured when the grant's reply has been sent (after the
+             * commit), which is what the next holder waits for. */
+            if (d->nhandoff < (int)(sizeof d->handoff_from /
+                                    sizeof d->handoff_from[0]))
+                d->handoff_from[d->nhandoff++] = d->slot_free_at[j->slot];
             d->slot_free_at[j->slot] = 0;
         }
         gq_publish(d, &r, j);
@@ -1425,12 +1428,18 @@ turn_cb(evutil_socket_t fd, short what, void *arg)
         if (rc == 0) {
             d->metrics.commits++;
             flush_replies(d, 0, 0);
+            int64_t sent = gq_now();
+            for (int i = 0; i < d->nhandoff; i++)
+                gq_hist_add(&d->metrics.handoff,
+                            (double)(sent - d->handoff_from[i]) / 1e6);
+            d->nhandoff = 0;
             publish_batch(d);
         } else {
             if (rc != GQ_ESTORE || !d->batch_failed)
                 gq_log(GQ_LOG_ERR, "store: commit: %s", d->errbuf);
             d->metrics.commit_failures++;
             d->batch_failed = 0;
+            d->nhandoff = 0;
             flush_replies(d, 1, rc == GQ_ESTOREFULL ? GQ_ESTOREFULL
                                                      : GQ_ESTORE);
             json_decref(d->sse_batch);
@@ -1726,6 +1735,14 @@ gq_daemon_init(struct gq_daemon *d, const struct gq_config *cfg, char *msg,
         d->backends[b].conf = cfg->backends[b];
         d->backends[b].healthy = 1;
     }
+    snprintf(d->upload_dir, sizeof d->upload_dir, "%s/uploads",
+             cfg->data_dir);
+    if (mkdir(d->upload_dir, 0750) < 0 && errno != EEXIST) {
+        snprintf(msg, (size_t)msglen, "%s: %s", d->upload_dir,
+                 strerror(errno));
+        return GQ_EIO;
+    }
+    gq_upload_dir = d->upload_dir;
     d->httpc = gq_httpc_new(d->base);
     d->workq = gq_workq_new(d->base, 2);
     if (d->httpc == NULL || d->workq == NULL) {

@@ -43,6 +43,9 @@ enum gq_stream_fmt {
     GQ_FMT_OPENAI_FULL,     /* one chat.completion when done */
     GQ_FMT_OLLAMA,          /* NDJSON lines, last with done:true */
     GQ_FMT_OLLAMA_FULL,     /* one Ollama object when done */
+    GQ_FMT_WHISPER_JSON,    /* {"text"} when done (also OpenAI's json) */
+    GQ_FMT_WHISPER_VERBOSE, /* verbose_json when done */
+    GQ_FMT_WHISPER_TEXT,    /* plain text when done */
 };
 
 /* The daemon's side of a built-in executor's run (one per busy slot). */
@@ -108,6 +111,10 @@ struct gq_daemon {
     struct gq_runctx *slot_run[GQ_MAX_SLOTS]; /* built-in executor runs */
     int nbackends;
     struct gq_backend backends[GQ_MAX_BACKENDS];
+    int64_t handoff_from[64];     /* grants this turn: when the slot freed */
+    int nhandoff;
+    char upload_dir[1100];        /* data_dir/uploads */
+    uint64_t upload_seq;          /* names uploaded files */
     uint64_t *blocked;            /* jobs waiting for dependencies */
     size_t nblocked, capblocked;
     struct gq_httpc *httpc;       /* backend calls, on the loop */

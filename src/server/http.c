@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/queue.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -20,10 +21,12 @@
 
 #include "../core/err.h"
 #include "daemon.h"
+#include "multipart.h"
 #include "log.h"
 
 #define MAX_SEGS 6
 #define GQ_MAX_DEPS 64
+#define GQ_MAX_UPLOAD (64L << 20) /* audio uploads to the drop-ins */
 #define SSE_BACKLOG (1 << 20) /* bytes unread by an event stream */
 
 struct ctx {
@@ -1168,7 +1171,7 @@ h_metrics(struct ctx *c)
         hist_out(b, "gpuq_hold_seconds", lab, &m->hold[k]);
     }
     FAMILY("gpuq_handoff_seconds", "histogram",
-           "Slot freed with work waiting to the next grant.");
+           "Slot freed with work waiting to the next grant's reply sent.");
     hist_out(b, "gpuq_handoff_seconds", "", &m->handoff);
     FAMILY("gpuq_loop_turn_seconds", "histogram",
            "End-of-turn work: dispatch, group commit, replies.");
@@ -1333,6 +1336,47 @@ failed_status(int state)
     }
 }
 
+/* Answers a whisper.cpp- or OpenAI-style transcription request, and
+ * removes its uploaded file. */
+static void
+whisper_finish(struct gq_daemon *d, struct gq_park *p,
+               const struct gq_jobrec *r, json_t *res)
+{
+    json_t *payload = text_json(r->payload);
+    const char *up = json_string_value(json_object_get(payload, "upload"));
+    if (up && strchr(up, '/') == NULL) {
+        char path[1400];
+        snprintf(path, sizeof path, "%s/%s", d->upload_dir, up);
+        unlink(path);
+    }
+    json_decref(payload);
+    if (r->state != GQ_SUCCEEDED) {
+        gq_reply(d, p->req, failed_status(r->state),
+                 json_pack("{s:{s:s, s:s}}", "error", "code",
+                           r->err_code ? r->err_code : "failed", "message",
+                           r->err_msg ? r->err_msg : "the job failed"));
+        return;
+    }
+    const char *text = json_string_value(json_object_get(res, "text"));
+    if (p->fmt == GQ_FMT_WHISPER_TEXT) {
+        struct evbuffer *b = evhttp_request_get_output_buffer(p->req);
+        evbuffer_add_printf(b, "%s\n", text ? text : "");
+        evhttp_add_header(evhttp_request_get_output_headers(p->req),
+                          "Content-Type", "text/plain; charset=utf-8");
+        gq_reply(d, p->req, 200, NULL);
+    } else if (p->fmt == GQ_FMT_WHISPER_JSON) {
+        gq_reply(d, p->req, 200, json_pack("{s:s}", "text", text ? text : ""));
+    } else {
+        json_t *o = json_pack("{s:s, s:O, s:O, s:O, s:O}", "task",
+                              "transcribe", "language",
+                              json_object_get(res, "language"), "duration",
+                              json_object_get(res, "duration"), "text",
+                              json_object_get(res, "text"), "segments",
+                              json_object_get(res, "segments"));
+        gq_reply(d, p->req, 200, o);
+    }
+}
+
 static void
 stream_finish(struct gq_daemon *d, struct gq_park *p, const struct gq_jobrec *r)
 {
@@ -1402,6 +1446,11 @@ stream_finish(struct gq_daemon *d, struct gq_park *p, const struct gq_jobrec *r)
             gq_reply(d, p->req, 200, json_incref(res));
         else
             gq_reply(d, p->req, failed_status(r->state), json_incref(errj));
+        break;
+    case GQ_FMT_WHISPER_JSON:
+    case GQ_FMT_WHISPER_VERBOSE:
+    case GQ_FMT_WHISPER_TEXT:
+        whisper_finish(d, p, r, res);
         break;
     case GQ_FMT_OLLAMA_FULL:
         fmt_time((int64_t)time(NULL) * 1000000, at, sizeof at);
@@ -1592,6 +1641,122 @@ h_ollama_chat(struct ctx *c)
     json_decref(payload);
 }
 
+/*
+ * POST /inference (whisper.cpp) and POST /v1/audio/transcriptions
+ * (OpenAI): a multipart upload becomes a chunked transcription job of
+ * the first class whose executor is transcribe (or X-Gpuq-Class), and the
+ * reply comes in the requested format when it is done.  The audio is
+ * kept under data_dir/uploads until then.  whisper.cpp's /load is never
+ * forwarded: gpuq has no such route.
+ */
+static void
+transcription_dropin(struct ctx *c, int openai)
+{
+    struct gq_daemon *d = c->d;
+    struct evbuffer *in = evhttp_request_get_input_buffer(c->req);
+    size_t len = evbuffer_get_length(in);
+    const char *ct = evhttp_find_header(
+        evhttp_request_get_input_headers(c->req), "Content-Type");
+    struct gq_mp_part parts[GQ_MP_MAX_PARTS];
+    char msg[256], name[64], path[1400];
+    const char *h = evhttp_find_header(
+        evhttp_request_get_input_headers(c->req), "X-Gpuq-Class");
+    int cls = -1;
+    if (h && (cls = gq_sched_class(d->sched, h)) < 0) {
+        err(c, GQ_ENOCLASS, "X-Gpuq-Class", "unknown class %s", h);
+        return;
+    }
+    for (int k = 0; cls < 0 && k < gq_sched_nclasses(d->sched); k++)
+        if (d->cfg.exec[k].executor == GQ_EXEC_TRANSCRIBE)
+            cls = k;
+    if (cls < 0 || d->cfg.exec[cls].executor != GQ_EXEC_TRANSCRIBE) {
+        err(c, GQ_EINVAL, NULL, "no class with executor = transcribe");
+        return;
+    }
+    const char *body = (const char *)evbuffer_pullup(in, -1);
+    int n = gq_mp_parse(ct, body, len, parts, msg, sizeof msg);
+    if (n < 0) {
+        err(c, GQ_EINVAL, "body", "%s", msg);
+        return;
+    }
+    const struct gq_mp_part *file = gq_mp_get(parts, n, "file");
+    if (file == NULL || file->len == 0) {
+        err(c, GQ_EINVAL, "file", "the multipart field file (the audio) is "
+            "required");
+        return;
+    }
+    enum gq_stream_fmt fmt = GQ_FMT_WHISPER_JSON;
+    const struct gq_mp_part *rf = gq_mp_get(parts, n, "response_format");
+    if (rf) {
+        if (rf->len == 12 && memcmp(rf->data, "verbose_json", 12) == 0)
+            fmt = GQ_FMT_WHISPER_VERBOSE;
+        else if (rf->len == 4 && memcmp(rf->data, "text", 4) == 0)
+            fmt = GQ_FMT_WHISPER_TEXT;
+        else if (!(rf->len == 4 && memcmp(rf->data, "json", 4) == 0)) {
+            err(c, GQ_EINVAL, "response_format",
+                "response_format must be json, verbose_json or text");
+            return;
+        }
+    }
+    /* The audio goes to the page cache here (no fsync: a kill -9 keeps
+     * it, a power cut may not); decoding happens on a worker thread. */
+    snprintf(name, sizeof name, "u%lld-%llu.audio", (long long)time(NULL),
+             (unsigned long long)++d->upload_seq);
+    snprintf(path, sizeof path, "%s/%s", d->upload_dir, name);
+    FILE *f = fopen(path, "wb");
+    if (f == NULL || fwrite(file->data, 1, file->len, f) != file->len) {
+        if (f)
+            fclose(f);
+        unlink(path);
+        err(c, GQ_EIO, NULL, "cannot store the upload");
+        return;
+    }
+    if (fclose(f) != 0) {
+        unlink(path);
+        err(c, GQ_EIO, NULL, "cannot store the upload");
+        return;
+    }
+    json_t *payload = json_pack("{s:s}", "upload", name);
+    const struct gq_mp_part *lang = gq_mp_get(parts, n, "language");
+    if (lang && lang->len > 0 && lang->len < 16 &&
+        !(lang->len == 4 && memcmp(lang->data, "auto", 4) == 0))
+        json_object_set_new(payload, "language",
+                            json_stringn(lang->data, lang->len));
+    const struct gq_mp_part *pr = gq_mp_get(parts, n, "prompt");
+    if (pr && pr->len > 0 && pr->len < 1024)
+        json_object_set_new(payload, "prompt", json_stringn(pr->data,
+                                                            pr->len));
+    (void)openai;
+    struct gq_submit s = {0};
+    struct gq_jobrec r = {0};
+    int created;
+    s.cls = gq_sched_conf(d->sched, cls)->name;
+    s.payload = payload;
+    s.kind = GQ_KIND_JOB;
+    s.queue_timeout = -1;
+    int rc = gq_op_submit(d, &s, &r, &created);
+    if (rc < 0) {
+        unlink(path);
+        op_err(c, rc, NULL);
+    } else {
+        park_stream(c, r.seq, fmt, &r);
+    }
+    gq_jobrec_clear(&r);
+    json_decref(payload);
+}
+
+static void
+h_whisper_inference(struct ctx *c)
+{
+    transcription_dropin(c, 0);
+}
+
+static void
+h_openai_transcriptions(struct ctx *c)
+{
+    transcription_dropin(c, 1);
+}
+
 /* Test hook, only with --fault-injection: arms the store's failures. */
 static void
 h_fault(struct ctx *c)
@@ -1649,6 +1814,9 @@ static const struct route routes[] = {
     {EVHTTP_REQ_GET, "/v1/jobs/*/stream", h_stream, 0},
     {EVHTTP_REQ_POST, "/v1/chat/completions", h_openai_chat, 1},
     {EVHTTP_REQ_POST, "/api/chat", h_ollama_chat, 1},
+    {EVHTTP_REQ_POST, "/inference", h_whisper_inference, 0},
+    {EVHTTP_REQ_POST, "/v1/audio/transcriptions", h_openai_transcriptions,
+     0},
 };
 
 /* Splits a path into at most MAX_SEGS segments (modifies buf). */
@@ -1769,7 +1937,10 @@ gq_http_setup(struct gq_daemon *d)
     evhttp_set_gencb(d->http, dispatch_request, d);
     /* evhttp refuses (its own 413) bodies over twice our limit; bodies
      * between the two get our JSON 413. */
-    evhttp_set_max_body_size(d->http, (ev_ssize_t)d->cfg.max_body * 2);
+    evhttp_set_max_body_size(d->http, (ev_ssize_t)(d->cfg.max_body * 2 >
+                                                   GQ_MAX_UPLOAD
+                                               ? d->cfg.max_body * 2
+                                               : GQ_MAX_UPLOAD));
     evhttp_set_max_headers_size(d->http, 16384);
     evhttp_set_timeout_tv(d->http, &tv);
     /* Every method reaches the router, which answers 405 as JSON. */
