@@ -162,8 +162,11 @@ data_cb(void *ud, const char *buf, size_t len)
     struct chat *c = ud;
     int rc = gq_lines_feed(&c->lines, buf, len, line_cb, c);
     if (rc < 0 && !c->failed) {
-        snprintf(c->err, sizeof c->err, "backend sent a line over %d bytes",
-                 CHAT_MAX_LINE);
+        if (rc == GQ_ETOOBIG)
+            snprintf(c->err, sizeof c->err, "backend sent a line over %d "
+                     "bytes", CHAT_MAX_LINE);
+        else
+            snprintf(c->err, sizeof c->err, "%s", gq_err_msg(rc));
         c->failed = 1;
     }
     return c->failed;
@@ -191,6 +194,12 @@ done_cb(void *ud, const struct gq_call_result *res)
     struct gq_run *r = c->r;
     char msg[300];
     c->call = NULL;
+    /* A last line without its newline (NDJSON streams may end so). */
+    if (res->kind == GQ_CALL_OK && !c->failed &&
+        gq_lines_finish(&c->lines, line_cb, c) < 0 && !c->failed) {
+        snprintf(c->err, sizeof c->err, "bad last line from the backend");
+        c->failed = 1;
+    }
     if (res->kind == GQ_CALL_OK && !c->failed) {
         /* Speed: prompt and output tokens per second as measured. */
         if (c->ctok > 0 && c->predicted_ms > 0)

@@ -659,6 +659,8 @@ end_grant(struct gq_daemon *d, struct gq_job *j, struct gq_jobrec *r,
     gq_sched_release(d->sched, j, now);
     gq_hist_add(&d->metrics.hold[j->cls],
                 (double)(now - j->grant_us) / 1e6);
+    gq_ring_add(&d->metrics.hold_recent[j->cls],
+                (double)(now - j->grant_us) / 1e6);
     r->ended_us = gq_wall(d, now);
     r->run_us += now - j->grant_us;
     d->slot_free_at[slot] = 0;
@@ -708,7 +710,8 @@ servable(void *ud, const struct gq_job *j)
     if (j->kind == GQ_KIND_LOCK)
         return j->owner != NULL;
     if (cx->executor != GQ_EXEC_WORKER)
-        return gq_backend_ready(&d->backends[cx->backend], gq_now());
+        return d->backends[cx->backend].healthy &&
+               gq_backend_ready(&d->backends[cx->backend], gq_now());
     return d->waiting_workers[j->cls] > 0;
 }
 
@@ -748,9 +751,11 @@ run_first_token(struct gq_run *r)
 {
     struct gq_runctx *rc = r->ud;
     struct gq_job *j = gq_jobtab_get(&rc->d->jobs, r->seq);
-    if (j)
-        gq_hist_add(&rc->d->metrics.first_token[r->cls],
-                    (double)(gq_now() - j->enq_us) / 1e6);
+    if (j) {
+        double w = (double)(gq_now() - j->enq_us) / 1e6;
+        gq_hist_add(&rc->d->metrics.first_token[r->cls], w);
+        gq_ring_add(&rc->d->metrics.first_token_recent[r->cls], w);
+    }
 }
 
 static void
@@ -1273,6 +1278,59 @@ gq_op_abandon(struct gq_daemon *d, uint64_t seq, enum gq_state how)
     gq_kick(d);
 }
 
+/* --- backend health --- */
+
+static void health_arm(struct gq_daemon *d, int b);
+
+static void
+health_done(void *ud, const struct gq_call_result *res)
+{
+    struct gq_health *h = ud;
+    struct gq_daemon *d = h->d;
+    struct gq_backend *bk = &d->backends[h->b];
+    int ok = res->kind == GQ_CALL_OK;
+    if (ok != bk->healthy)
+        gq_log(ok ? GQ_LOG_INFO : GQ_LOG_WARN, "backend %s is %s%s%s",
+               bk->conf.name, ok ? "healthy" : "unhealthy: ",
+               ok ? "" : res->err, "");
+    bk->healthy = ok;
+    d->health_call[h->b] = NULL;
+    if (ok)
+        gq_kick(d); /* its jobs may be servable again */
+    health_arm(d, h->b);
+}
+
+static void
+health_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct gq_health *h = arg;
+    struct gq_daemon *d = h->d;
+    struct gq_backend *bk = &d->backends[h->b];
+    char url[600];
+    /* Ollama answers GET / ("Ollama is running"); the others /health. */
+    snprintf(url, sizeof url, "%s%s", bk->conf.url,
+             bk->conf.type == GQ_BACKEND_OLLAMA ? "/" : "/health");
+    struct gq_call_opts o = {0};
+    o.method = "GET";
+    o.url = url;
+    o.timeout = 5;
+    o.max_response = 4096;
+    d->health_call[h->b] = gq_call_start(d->httpc, &o, NULL, health_done,
+                                         h);
+    if (d->health_call[h->b] == NULL)
+        health_arm(d, h->b);
+}
+
+static void
+health_arm(struct gq_daemon *d, int b)
+{
+    double s = d->backends[b].conf.health_interval;
+    struct timeval tv = {(time_t)s, (suseconds_t)((s - floor(s)) * 1e6)};
+    if (d->draining)
+        return;
+    evtimer_add(d->health_ev[b], &tv);
+}
+
 /* --- timers: backoff ends, queue deadlines, purge --- */
 
 static void
@@ -1749,6 +1807,14 @@ gq_daemon_init(struct gq_daemon *d, const struct gq_config *cfg, char *msg,
         snprintf(msg, (size_t)msglen, "cannot start the backend client");
         return GQ_ENOMEM;
     }
+    for (int b = 0; b < cfg->nbackends; b++) {
+        d->health_arg[b].d = d;
+        d->health_arg[b].b = b;
+        d->health_ev[b] = evtimer_new(d->base, health_cb, &d->health_arg[b]);
+        /* The first check right away. */
+        struct timeval now_tv = {0, 0};
+        evtimer_add(d->health_ev[b], &now_tv);
+    }
     d->turn_ev = event_new(d->base, -1, 0, turn_cb, d);
     d->timer_ev = evtimer_new(d->base, timer_cb, d);
     d->purge_ev = evtimer_new(d->base, purge_cb, d);
@@ -1848,6 +1914,12 @@ gq_daemon_close(struct gq_daemon *d)
             free(rc);
             d->slot_run[s] = NULL;
         }
+    }
+    for (int b = 0; b < d->nbackends; b++) {
+        if (d->health_call[b])
+            gq_call_cancel(d->health_call[b]);
+        if (d->health_ev[b])
+            event_free(d->health_ev[b]);
     }
     if (d->workq)
         gq_workq_free(d->workq);

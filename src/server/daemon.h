@@ -118,6 +118,12 @@ struct gq_daemon {
     uint64_t *blocked;            /* jobs waiting for dependencies */
     size_t nblocked, capblocked;
     struct gq_httpc *httpc;       /* backend calls, on the loop */
+    struct event *health_ev[GQ_MAX_BACKENDS];   /* next /health check */
+    struct gq_call *health_call[GQ_MAX_BACKENDS];
+    struct gq_health {
+        struct gq_daemon *d;
+        int b;
+    } health_arg[GQ_MAX_BACKENDS];
     struct gq_workq *workq;       /* heavy work, off the loop */
 
     struct gq_park *parks[GQ_NPARK]; /* by gq_park_type */

@@ -1022,6 +1022,37 @@ h_status(struct ctx *c)
                       tier_w > 0 ? cc->weight / tier_w : 0, "streak",
                       (int)st.streak, "grants", (json_int_t)st.grants,
                       "workers_waiting", d->waiting_workers[k]));
+        json_t *ce = json_array_get(classes, json_array_size(classes) - 1);
+        const struct gq_class_exec *cx = &d->cfg.exec[k];
+        static const char *const exnames[] = {"worker", "transcribe",
+                                              "summarize", "chat"};
+        json_object_set_new(ce, "executor",
+                            json_string(exnames[cx->executor]));
+        json_object_set_new(
+            ce, "hold_p50_ms",
+            json_integer((json_int_t)(gq_ring_quantile(
+                                          &d->metrics.hold_recent[k], 0.5) *
+                                      1e3)));
+        json_object_set_new(
+            ce, "hold_p99_ms",
+            json_integer((json_int_t)(gq_ring_quantile(
+                                          &d->metrics.hold_recent[k], 0.99) *
+                                      1e3)));
+        if (cx->executor != GQ_EXEC_WORKER) {
+            json_object_set_new(ce, "backend",
+                                json_string(d->cfg.backends[cx->backend].name));
+            json_object_set_new(ce, "max_hold_ms",
+                                json_integer((json_int_t)(cx->max_hold * 1e3)));
+        }
+        if (cx->executor == GQ_EXEC_CHAT) {
+            const struct gq_ring *fr = &d->metrics.first_token_recent[k];
+            json_object_set_new(
+                ce, "chat_wait_p50_ms",
+                json_integer((json_int_t)(gq_ring_quantile(fr, 0.5) * 1e3)));
+            json_object_set_new(
+                ce, "chat_wait_p99_ms",
+                json_integer((json_int_t)(gq_ring_quantile(fr, 0.99) * 1e3)));
+        }
     }
     json_t *backends = json_array();
     for (int b = 0; b < d->nbackends; b++) {

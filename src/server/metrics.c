@@ -1,4 +1,6 @@
 /* metrics.c - histogram buckets and quantiles. */
+#include <stdlib.h>
+
 #include "metrics.h"
 
 const double gq_hist_bounds[GQ_HBUCKETS] = {
@@ -31,4 +33,32 @@ gq_hist_quantile(const struct gq_hist *h, double q)
             return gq_hist_bounds[i];
     }
     return gq_hist_bounds[GQ_HBUCKETS - 1];
+}
+
+void
+gq_ring_add(struct gq_ring *r, double v)
+{
+    r->v[r->n % GQ_RING] = (float)v;
+    r->n++;
+}
+
+static int
+cmp_float(const void *a, const void *b)
+{
+    float x = *(const float *)a, y = *(const float *)b;
+    return x < y ? -1 : x > y;
+}
+
+double
+gq_ring_quantile(const struct gq_ring *r, double q)
+{
+    float tmp[GQ_RING];
+    uint32_t n = r->n < GQ_RING ? r->n : GQ_RING;
+    if (n == 0)
+        return 0;
+    for (uint32_t i = 0; i < n; i++)
+        tmp[i] = r->v[i];
+    qsort(tmp, n, sizeof tmp[0], cmp_float);
+    uint32_t k = (uint32_t)(q * (double)(n - 1) + 0.5);
+    return tmp[k < n ? k : n - 1];
 }

@@ -27,6 +27,16 @@ void gq_hist_add(struct gq_hist *h, double seconds);
  * bucket holding it); 0 when empty. */
 double gq_hist_quantile(const struct gq_hist *h, double q);
 
+/* The last GQ_RING samples, for exact recent quantiles in /v1/status. */
+#define GQ_RING 1024
+struct gq_ring {
+    float v[GQ_RING];
+    uint32_t n;               /* samples ever added */
+};
+void gq_ring_add(struct gq_ring *r, double v);
+/* The q-quantile (0..1) of the samples held; 0 when empty. */
+double gq_ring_quantile(const struct gq_ring *r, double q);
+
 struct gq_metrics {
     uint64_t submitted[GQ_MAX_CLASSES];
     uint64_t grants[GQ_MAX_CLASSES];
@@ -40,6 +50,8 @@ struct gq_metrics {
     struct gq_hist commit;   /* one group commit (fsync) */
     struct gq_hist first_token[GQ_MAX_CLASSES]; /* submit -> first token */
     uint64_t backend_errors[GQ_MAX_BACKENDS][2]; /* retryable, fatal */
+    struct gq_ring hold_recent[GQ_MAX_CLASSES];
+    struct gq_ring first_token_recent[GQ_MAX_CLASSES];
 };
 
 #endif
