@@ -667,7 +667,7 @@ static void
 test_migration(void **state)
 {
     struct fixture *fx = *state;
-    /* An empty file becomes a current (version-2) store. */
+    /* An empty file becomes a current (version-3) store. */
     FILE *fp = fopen(fx->path, "w");
     assert_non_null(fp);
     fclose(fp);
@@ -677,7 +677,7 @@ test_migration(void **state)
     OK(gq_store_commit(fx->st, fx->err), fx);
     gq_store_close(fx->st);
     fx->st = NULL;
-    assert_int_equal(user_version(fx->path), 2);
+    assert_int_equal(user_version(fx->path), 3);
 
     /* Reopening keeps the version and the data. */
     reopen(fx);
@@ -686,13 +686,16 @@ test_migration(void **state)
     gq_jobrec_clear(&r);
     gq_store_close(fx->st);
     fx->st = NULL;
-    assert_int_equal(user_version(fx->path), 2);
+    assert_int_equal(user_version(fx->path), 3);
 
     /* A version-1 file (no deps column) is migrated and keeps its rows;
      * deps round-trips once the column exists. */
     sqlite3 *db;
     assert_int_equal(sqlite3_open(fx->path, &db), SQLITE_OK);
-    assert_int_equal(sqlite3_exec(db, "ALTER TABLE jobs DROP COLUMN deps;"
+    assert_int_equal(sqlite3_exec(db, "DROP TABLE callbacks;"
+                                      "ALTER TABLE jobs DROP COLUMN "
+                                      "callback_url;"
+                                      "ALTER TABLE jobs DROP COLUMN deps;"
                                       "PRAGMA user_version = 1",
                                   NULL, NULL, NULL),
                      SQLITE_OK);
@@ -714,7 +717,7 @@ test_migration(void **state)
     gq_jobrec_clear(&nd);
     gq_store_close(fx->st);
     fx->st = NULL;
-    assert_int_equal(user_version(fx->path), 2);
+    assert_int_equal(user_version(fx->path), 3);
 
     /* A newer schema is refused, not guessed at. */
     assert_int_equal(sqlite3_open(fx->path, &db), SQLITE_OK);
@@ -760,7 +763,7 @@ test_migration(void **state)
         OK(st->ops->insert(st, &j, fx->err), fx);
         OK(gq_store_commit(st, fx->err), fx);
         gq_store_close(st);
-        assert_int_equal(user_version(p), 2);
+        assert_int_equal(user_version(p), 3);
     }
 }
 

@@ -23,6 +23,7 @@
 #include "../core/err.h"
 #include "../exec/httpc.h"
 #include "../exec/workq.h"
+#include "callback.h"
 #include "daemon.h"
 #include "log.h"
 
@@ -620,6 +621,7 @@ finish_job(struct gq_daemon *d, struct gq_job *j, struct gq_jobrec *r,
         return;
     d->metrics.finished[j->cls][r->state]++;
     j->state = (uint8_t)r->state;
+    gq_cb_enqueue(d, r, r->state == GQ_SUCCEEDED ? "succeeded" : "failed");
     gq_publish(d, r, j);
     wake_jobwaits(d, r);
     gq_http_stream_end(d, r);
@@ -930,6 +932,7 @@ grant(struct gq_daemon *d, struct gq_job *j, int64_t now)
             d->slot_free_at[j->slot] = 0;
         }
         gq_publish(d, &r, j);
+        gq_cb_enqueue(d, &r, "started");
         if (p)
             gq_http_grant(d, p, &r, cc->lease_ttl);
     }
@@ -1054,6 +1057,7 @@ gq_op_submit(struct gq_daemon *d, const struct gq_submit *s,
     set_json(&r->metadata, s->metadata);
     set_str(&r->idem_key, s->idem_key);
     set_str(&r->holder, s->holder);
+    set_str(&r->callback_url, s->callback_url);
     if (s->ndeps > 0) {
         json_t *a = json_array();
         for (int k = 0; k < s->ndeps; k++)
@@ -1492,12 +1496,14 @@ turn_cb(evutil_socket_t fd, short what, void *arg)
                             (double)(sent - d->handoff_from[i]) / 1e6);
             d->nhandoff = 0;
             publish_batch(d);
+            gq_cb_batch_done(d, 1);
         } else {
             if (rc != GQ_ESTORE || !d->batch_failed)
                 gq_log(GQ_LOG_ERR, "store: commit: %s", d->errbuf);
             d->metrics.commit_failures++;
             d->batch_failed = 0;
             d->nhandoff = 0;
+            gq_cb_batch_done(d, 0);
             flush_replies(d, 1, rc == GQ_ESTOREFULL ? GQ_ESTOREFULL
                                                      : GQ_ESTORE);
             json_decref(d->sse_batch);
@@ -1842,6 +1848,10 @@ gq_daemon_init(struct gq_daemon *d, const struct gq_config *cfg, char *msg,
         }
     }
     d->turn_armed = 0;
+    if (gq_cb_start(d) < 0) {
+        snprintf(msg, (size_t)msglen, "loading callbacks: %s", d->errbuf);
+        return GQ_ESTORE;
+    }
     gq_log(GQ_LOG_INFO, "recovered %zu jobs; fence at %llu", d->jobs.count,
            (unsigned long long)d->fence);
 
@@ -1915,6 +1925,7 @@ gq_daemon_close(struct gq_daemon *d)
             d->slot_run[s] = NULL;
         }
     }
+    gq_cb_close(d);
     for (int b = 0; b < d->nbackends; b++) {
         if (d->health_call[b])
             gq_call_cancel(d->health_call[b]);

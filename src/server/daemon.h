@@ -114,6 +114,8 @@ struct gq_daemon {
     int64_t handoff_from[64];     /* grants this turn: when the slot freed */
     int nhandoff;
     char upload_dir[1100];        /* data_dir/uploads */
+    struct gq_cbd *cb_active;     /* callback deliveries (callback.c) */
+    struct gq_cbd *cb_staged;     /* added by the batch not yet committed */
     uint64_t upload_seq;          /* names uploaded files */
     uint64_t *blocked;            /* jobs waiting for dependencies */
     size_t nblocked, capblocked;
@@ -187,6 +189,7 @@ struct gq_submit {
     const char *holder;           /* locks: holder name, may be NULL */
     const uint64_t *deps;         /* jobs that must succeed first */
     int ndeps;
+    const char *callback_url;     /* may be NULL */
 };
 /* *created is 1 for a new job, 0 for an idempotent repeat. */
 int gq_op_submit(struct gq_daemon *d, const struct gq_submit *s,

@@ -146,6 +146,8 @@ gq_job_json(struct gq_daemon *d, const struct gq_jobrec *r)
         json_object_set_new(o, "error", json_null());
     json_object_set_new(o, "progress", text_json(r->progress));
     json_object_set_new(o, "holder", str_json(r->holder));
+    if (r->callback_url)
+        json_object_set_new(o, "callback_url", json_string(r->callback_url));
     if (r->deps) {
         json_t *da = json_loads(r->deps, 0, NULL), *dv, *ids = json_array();
         size_t di;
@@ -432,7 +434,7 @@ h_submit(struct ctx *c)
     static const char *const fields[] = {"class", "payload", "metadata",
                                          "priority", "idempotency_key",
                                          "queue_timeout", "depends_on",
-                                         NULL};
+                                         "callback_url", NULL};
     uint64_t deps[GQ_MAX_DEPS];
     struct gq_submit s = {0};
     json_int_t prio = 0;
@@ -449,6 +451,14 @@ h_submit(struct ctx *c)
     s.payload = json_object_get(c->body, "payload");
     s.priority = (int32_t)prio;
     s.kind = GQ_KIND_JOB;
+    if (opt_str(c, "callback_url", 1000, 0, &s.callback_url) < 0)
+        return;
+    if (s.callback_url && strncmp(s.callback_url, "http://", 7) != 0 &&
+        strncmp(s.callback_url, "https://", 8) != 0) {
+        err(c, GQ_EINVAL, "callback_url", "callback_url must be an http:// "
+            "or https:// URL");
+        return;
+    }
     if (validate_payload(c, s.cls, s.payload) < 0 ||
         (s.ndeps = parse_deps(c, s.payload, deps)) < 0)
         return;

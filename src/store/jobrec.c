@@ -18,5 +18,6 @@ gq_jobrec_clear(struct gq_jobrec *r)
     free(r->err_msg);
     free(r->holder);
     free(r->deps);
+    free(r->callback_url);
     memset(r, 0, sizeof *r);
 }

@@ -43,6 +43,8 @@ struct gq_jobrec {
     char *holder;          /* worker or lock holder name, or NULL */
     char *deps;            /* JSON array of seqs it waits for, or NULL;
                               fixed at submit */
+    char *callback_url;    /* where state changes are POSTed, or NULL;
+                              fixed at submit */
     int64_t created_us;    /* wall clock, microseconds since the epoch */
     int64_t started_us;    /* start of the last grant; 0 = never */
     int64_t ended_us;      /* end of the last grant; 0 = none */
@@ -69,6 +71,17 @@ struct gq_store_filter {
 typedef int (*gq_store_job_fn)(void *ud, const struct gq_jobrec *r);
 typedef int (*gq_store_event_fn)(void *ud, int64_t t_us, const char *state,
                                  const char *detail);
+/* A pending callback delivery (see the cb_* operations). */
+struct gq_callback {
+    int64_t id;
+    uint64_t seq;          /* the job */
+    const char *event;     /* "started", "succeeded", "failed" */
+    const char *url;
+    const char *body;      /* JSON */
+    int attempts;          /* deliveries tried so far */
+    int64_t next_us;       /* wall clock of the next try */
+};
+typedef int (*gq_store_cb_fn)(void *ud, const struct gq_callback *cb);
 
 struct gq_store;
 
@@ -117,6 +130,14 @@ struct gq_store_ops {
      * events; *n gets the count. */
     int (*purge)(struct gq_store *st, int64_t before_us, int64_t *n,
                  char *err);
+    /* Callback deliveries waiting to succeed: added in the batch of the
+     * state change they report, so a restart does not drop them. */
+    int (*cb_add)(struct gq_store *st, struct gq_callback *cb, char *err);
+    int (*cb_retry)(struct gq_store *st, int64_t id, int attempts,
+                    int64_t next_us, char *err);
+    int (*cb_done)(struct gq_store *st, int64_t id, char *err);
+    int (*cb_load)(struct gq_store *st, gq_store_cb_fn fn, void *ud,
+                   char *err);
 };
 
 struct gq_store {

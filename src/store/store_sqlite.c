@@ -9,7 +9,7 @@
  * passes every call through to the default VFS unless a test or the
  * daemon's --fault flag arms gq_store_fault().
  *
- * On-disk format, schema version 2 (PRAGMA user_version = 2):
+ * On-disk format, schema version 3 (PRAGMA user_version = 3):
  *
  *   jobs - one row per job not yet purged.
  *     seq          INTEGER PRIMARY KEY AUTOINCREMENT.  The job id.
@@ -31,6 +31,14 @@
  *                  TEXT or NULL.
  *     deps         TEXT, a JSON array of the seqs the job waits for, or
  *                  NULL (added by version 2).
+ *     callback_url TEXT or NULL (added by version 3).
+ *   callbacks - deliveries of callback POSTs not yet made (version 3).
+ *     id           INTEGER PRIMARY KEY AUTOINCREMENT.
+ *     seq          INTEGER NOT NULL, the job.
+ *     event        TEXT NOT NULL: started, succeeded, failed.
+ *     url, body    TEXT NOT NULL: where, and the JSON to POST.
+ *     attempts     INTEGER NOT NULL, tries so far.
+ *     next_us      INTEGER NOT NULL, wall clock of the next try.
  *     created_us, started_us, ended_us, finished_us, ready_at_us,
  *     deadline_us, wait_us, run_us
  *                  INTEGER NOT NULL, microseconds (0 = unset); see
@@ -137,6 +145,16 @@ static const char *const migrations[] = {
     " val INTEGER NOT NULL);",
     /* 2: dependencies (a JSON array of job seqs, fixed at submit). */
     "ALTER TABLE jobs ADD COLUMN deps TEXT;",
+    /* 3: callbacks: the URL per job, and deliveries not yet made. */
+    "ALTER TABLE jobs ADD COLUMN callback_url TEXT;"
+    "CREATE TABLE callbacks ("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " seq INTEGER NOT NULL,"
+    " event TEXT NOT NULL,"
+    " url TEXT NOT NULL,"
+    " body TEXT NOT NULL,"
+    " attempts INTEGER NOT NULL,"
+    " next_us INTEGER NOT NULL);",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -145,7 +163,7 @@ static const char *const migrations[] = {
     "seq, cls, priority, state, kind, attempts, token, payload, metadata,"  \
     " idem_key, result, progress, err_code, err_msg, holder, created_us,"   \
     " started_us, ended_us, finished_us, ready_at_us, deadline_us,"         \
-    " wait_us, run_us, deps"
+    " wait_us, run_us, deps, callback_url"
 
 /* The list statements all number their parameters alike:
  * ?1 cls, ?2 state, ?3 after, ?4 limit. */
@@ -172,6 +190,10 @@ enum stmt_id {
     S_META_SET,
     S_PURGE_EVENTS,
     S_PURGE_JOBS,
+    S_CB_ADD,
+    S_CB_RETRY,
+    S_CB_DONE,
+    S_CB_LOAD,
     S_COUNT
 };
 
@@ -186,9 +208,9 @@ static const char *const stmt_sql[S_COUNT] = {
         "INSERT INTO jobs (cls, priority, state, kind, attempts, token,"
         " payload, metadata, idem_key, result, progress, err_code, err_msg,"
         " holder, created_us, started_us, ended_us, finished_us,"
-        " ready_at_us, deadline_us, wait_us, run_us, deps) VALUES (?1, ?2,"
-        " ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,"
-        " ?17, ?18, ?19, ?20, ?21, ?22, ?23)",
+        " ready_at_us, deadline_us, wait_us, run_us, deps, callback_url)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13,"
+        " ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)",
     [S_UPDATE] =
         "UPDATE jobs SET priority = ?2, state = ?3, attempts = ?4,"
         " token = ?5, result = ?6, progress = ?7, err_code = ?8,"
@@ -227,6 +249,13 @@ static const char *const stmt_sql[S_COUNT] = {
     /* finished_us > 0 keeps the index walk off the unfinished jobs. */
     [S_PURGE_JOBS] = "DELETE FROM jobs INDEXED BY jobs_finished WHERE "
                      SQL_TERMINAL " AND finished_us > 0 AND finished_us < ?1",
+    [S_CB_ADD] = "INSERT INTO callbacks (seq, event, url, body, attempts,"
+                 " next_us) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    [S_CB_RETRY] = "UPDATE callbacks SET attempts = ?2, next_us = ?3"
+                   " WHERE id = ?1",
+    [S_CB_DONE] = "DELETE FROM callbacks WHERE id = ?1",
+    [S_CB_LOAD] = "SELECT id, seq, event, url, body, attempts, next_us"
+                  " FROM callbacks ORDER BY id",
 };
 
 /*
@@ -393,6 +422,9 @@ row_to_rec(sqlite3_stmt *s, struct gq_jobrec *r, int copy)
     int drc = col_str(s, 23, copy, &r->deps);
     if (drc != SQLITE_OK)
         return drc;
+    drc = col_str(s, 24, copy, &r->callback_url);
+    if (drc != SQLITE_OK)
+        return drc;
     int64_t *times[] = {&r->created_us, &r->started_us, &r->ended_us,
                         &r->finished_us, &r->ready_at_us, &r->deadline_us,
                         &r->wait_us, &r->run_us};
@@ -435,6 +467,7 @@ bind_insert(sqlite3_stmt *s, const struct gq_jobrec *r)
     BIND(sqlite3_bind_int64(s, 21, r->wait_us));
     BIND(sqlite3_bind_int64(s, 22, r->run_us));
     BIND(bind_str(s, 23, r->deps));
+    BIND(bind_str(s, 24, r->callback_url));
     return SQLITE_OK;
 }
 
@@ -809,6 +842,79 @@ sq_meta_set(struct gq_store *st, const char *key, int64_t val, char *err)
     return run(s, q, "meta_set", err);
 }
 
+static int
+sq_cb_add(struct gq_store *st, struct gq_callback *cb, char *err)
+{
+    struct gq_sqlite *s = to_sqlite(st);
+    sqlite3_stmt *q = s->stmt[S_CB_ADD];
+    int rc = sqlite3_bind_int64(q, 1, u2i(cb->seq));
+    if (rc == SQLITE_OK)
+        rc = bind_str(q, 2, cb->event);
+    if (rc == SQLITE_OK)
+        rc = bind_str(q, 3, cb->url);
+    if (rc == SQLITE_OK)
+        rc = bind_str(q, 4, cb->body);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int(q, 5, cb->attempts);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(q, 6, cb->next_us);
+    if (rc != SQLITE_OK) {
+        int ret = fail(s->db, rc, "cb_add", err);
+        sqlite3_reset(q);
+        return ret;
+    }
+    rc = run(s, q, "cb_add", err);
+    if (rc == 0)
+        cb->id = sqlite3_last_insert_rowid(s->db);
+    return rc;
+}
+
+static int
+sq_cb_retry(struct gq_store *st, int64_t id, int attempts, int64_t next_us,
+            char *err)
+{
+    struct gq_sqlite *s = to_sqlite(st);
+    sqlite3_stmt *q = s->stmt[S_CB_RETRY];
+    sqlite3_bind_int64(q, 1, id);
+    sqlite3_bind_int(q, 2, attempts);
+    sqlite3_bind_int64(q, 3, next_us);
+    return run(s, q, "cb_retry", err);
+}
+
+static int
+sq_cb_done(struct gq_store *st, int64_t id, char *err)
+{
+    struct gq_sqlite *s = to_sqlite(st);
+    sqlite3_stmt *q = s->stmt[S_CB_DONE];
+    sqlite3_bind_int64(q, 1, id);
+    return run(s, q, "cb_done", err);
+}
+
+static int
+sq_cb_load(struct gq_store *st, gq_store_cb_fn fn, void *ud, char *err)
+{
+    struct gq_sqlite *s = to_sqlite(st);
+    sqlite3_stmt *q = s->stmt[S_CB_LOAD];
+    int rc, ret = 0;
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        struct gq_callback cb = {
+            sqlite3_column_int64(q, 0),
+            i2u(sqlite3_column_int64(q, 1)),
+            (const char *)sqlite3_column_text(q, 2),
+            (const char *)sqlite3_column_text(q, 3),
+            (const char *)sqlite3_column_text(q, 4),
+            sqlite3_column_int(q, 5),
+            sqlite3_column_int64(q, 6),
+        };
+        if ((ret = fn(ud, &cb)) != 0)
+            break;
+    }
+    if (ret == 0 && rc != SQLITE_DONE && rc != SQLITE_ROW)
+        ret = fail(s->db, rc, "cb_load", err);
+    sqlite3_reset(q);
+    return ret;
+}
+
 /* Both deletes in a savepoint, so purge is atomic inside a batch and
  * outside one alike. */
 static int
@@ -851,6 +957,10 @@ static const struct gq_store_ops sqlite_ops = {
     .meta_get = sq_meta_get,
     .meta_set = sq_meta_set,
     .purge = sq_purge,
+    .cb_add = sq_cb_add,
+    .cb_retry = sq_cb_retry,
+    .cb_done = sq_cb_done,
+    .cb_load = sq_cb_load,
 };
 
 /* ---- open and migrate -------------------------------------------- */
