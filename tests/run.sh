@@ -75,11 +75,14 @@ fi
 if [ "$mode" != unit ]; then
     py=python3
     [ -x /usr/bin/python3 ] && py=/usr/bin/python3
-    echo "== integration: $py -m unittest (gpuqd: $bin/gpuqd)"
+    # tests/fake checks the fake inference server against the recorded
+    # exchanges; tests/integration drives the real daemon.
+    for suite in fake integration; do
+    echo "== $suite: $py -m unittest (gpuqd: $bin/gpuqd)"
     (cd "$root" &&
         GPUQD="$bin/gpuqd" GPUQ="$bin/gpuq" PYTHONDONTWRITEBYTECODE=1 \
-            "$py" -m unittest discover -s tests/integration \
-            -t tests/integration -v) >"$tmp/py" 2>&1
+            "$py" -m unittest discover -s tests/$suite \
+            -t tests/$suite -v) >"$tmp/py" 2>&1
     rc=$?
     cat "$tmp/py"
     # unittest ends with "Ran N tests in ..." and "OK (skipped=S)" or
@@ -112,8 +115,9 @@ if [ "$mode" != unit ]; then
     fi
     passed=$((passed + ok))
     failed=$((failed + bad))
-    [ "$bad" -gt 0 ] && failures="$failures integration"
-    echo "== integration: $ok passed, $bad failed, $skipped skipped"
+    [ "$bad" -gt 0 ] && failures="$failures $suite"
+    echo "== $suite: $ok passed, $bad failed, $skipped skipped"
+    done
 fi
 
 [ -n "$failures" ] && echo "failed:$failures"
