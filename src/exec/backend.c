@@ -1,5 +1,8 @@
 /* backend.c - a backend's circuit breaker and speed averages, and the
  * table of executors. */
+#include <stdio.h>
+#include <string.h>
+
 #include "../core/err.h"
 #include "exec.h"
 
@@ -58,6 +61,21 @@ gq_backend_result(struct gq_backend *b, int ok, int64_t now_us)
     if (b->breaker == GQ_BREAKER_OPEN)
         b->open_until_us = now_us + (int64_t)(b->conf.breaker_cooldown * 1e6);
     return 0;
+}
+
+int
+gq_backend_repeated_500(struct gq_backend *b, uint64_t seq, const char *body,
+                        size_t len)
+{
+    char digest[64];
+    unsigned long h = 5381;
+    for (size_t i = 0; i < len; i++)
+        h = h * 33 + (unsigned char)body[i];
+    snprintf(digest, sizeof digest, "%llu:%lx:%zu", (unsigned long long)seq,
+             h, len);
+    int same = strcmp(digest, b->last_500) == 0;
+    snprintf(b->last_500, sizeof b->last_500, "%s", digest);
+    return same;
 }
 
 void

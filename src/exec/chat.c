@@ -172,21 +172,6 @@ data_cb(void *ud, const char *buf, size_t len)
     return c->failed;
 }
 
-/* A 500 that repeats byte for byte for the same request is a bad request
- * in disguise (llama.cpp answers client errors with 500): not retryable. */
-static int
-repeated_500(struct gq_backend *bk, const char *body, size_t len)
-{
-    char digest[64];
-    unsigned long h = 5381;
-    for (size_t i = 0; i < len; i++)
-        h = h * 33 + (unsigned char)body[i];
-    snprintf(digest, sizeof digest, "%lx:%zu", h, len);
-    int same = strcmp(digest, bk->last_500) == 0;
-    snprintf(bk->last_500, sizeof bk->last_500, "%s", digest);
-    return same;
-}
-
 static void
 done_cb(void *ud, const struct gq_call_result *res)
 {
@@ -248,8 +233,8 @@ done_cb(void *ud, const struct gq_call_result *res)
         gq_parse_error_message(res->body, res->body_len, em, sizeof em);
         snprintf(msg, sizeof msg, "backend answered %d: %s", res->status, em);
         code = res->status >= 500 ? "backend_5xx" : "backend_4xx";
-        if (res->status >= 500 && repeated_500(r->bk, res->body,
-                                               res->body_len))
+        if (res->status >= 500 &&
+            gq_backend_repeated_500(r->bk, r->seq, res->body, res->body_len))
             retryable = 0;
     } else {
         snprintf(msg, sizeof msg, "backend call failed: %s", res->err);

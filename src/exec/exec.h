@@ -54,6 +54,11 @@ struct gq_backend {
 int gq_backend_ready(const struct gq_backend *b, int64_t now_us);
 /* Records a call's outcome; returns 1 if the breaker just opened. */
 int gq_backend_result(struct gq_backend *b, int ok, int64_t now_us);
+/* 1 if this 500 reply repeats, byte for byte, the last 500 that the same
+ * job got from this backend: a bad request in disguise (llama.cpp
+ * answers client errors with 500), not worth retrying.  Remembers it. */
+int gq_backend_repeated_500(struct gq_backend *b, uint64_t seq,
+                            const char *body, size_t len);
 /* Folds one measurement into an EWMA (alpha 0.3; first sample taken). */
 void gq_ewma(double *avg, double sample);
 

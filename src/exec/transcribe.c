@@ -248,6 +248,10 @@ tx_done_call(void *ud, const struct gq_call_result *res)
             snprintf(msg, sizeof msg, "whisper-server answered %d: %s",
                      res->status, em);
             code = res->status >= 500 ? "backend_5xx" : "backend_4xx";
+            if (res->status >= 500 &&
+                gq_backend_repeated_500(r->bk, r->seq, res->body,
+                                        res->body_len))
+                retryable = 0;
         } else {
             snprintf(msg, sizeof msg, "whisper-server call failed: %s",
                      res->err);

@@ -258,3 +258,32 @@ gq_cb_batch_done(struct gq_daemon *d, int ok)
         }
     }
 }
+
+struct gq_cbd *
+gq_cb_take_staged(struct gq_daemon *d)
+{
+    struct gq_cbd *l = d->cb_staged;
+    d->cb_staged = NULL;
+    return l;
+}
+
+void
+gq_cb_activate(struct gq_daemon *d, struct gq_cbd *list)
+{
+    struct gq_cbd *c, *next;
+    for (c = list; c; c = next) {
+        next = c->next;
+        push_cbd(&d->cb_active, c);
+        arm(c, 0);
+    }
+}
+
+void
+gq_cb_free_list(struct gq_cbd *list)
+{
+    struct gq_cbd *c, *next;
+    for (c = list; c; c = next) {
+        next = c->next;
+        free_cbd(c);
+    }
+}

@@ -11,6 +11,7 @@
 
 struct gq_daemon;
 struct gq_jobrec;
+struct gq_cbd;
 
 /* Loads stored deliveries and schedules them; 0 or a GQ_E* code. */
 int gq_cb_start(struct gq_daemon *d);
@@ -23,6 +24,12 @@ void gq_cb_enqueue(struct gq_daemon *d, const struct gq_jobrec *r,
 /* After a batch: ok = committed (send the staged deliveries), else
  * forget them. */
 void gq_cb_batch_done(struct gq_daemon *d, int ok);
+/* Detaches the deliveries staged by the batch just committed; they are
+ * started with gq_cb_activate once that batch is durable. */
+struct gq_cbd *gq_cb_take_staged(struct gq_daemon *d);
+void gq_cb_activate(struct gq_daemon *d, struct gq_cbd *list);
+/* Frees a detached list without sending it. */
+void gq_cb_free_list(struct gq_cbd *list);
 /* Hex HMAC-SHA256 of body under key into out (65 bytes). */
 void gq_cb_sign(const char *key, const char *body, char out[65]);
 

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -37,6 +38,9 @@
     } while (0)
 
 static void turn_cb(evutil_socket_t fd, short what, void *arg);
+static void committed(struct gq_daemon *d);
+static void drop_upload(struct gq_daemon *d, struct gq_job *j,
+                        const struct gq_jobrec *r);
 static void arm_timer(struct gq_daemon *d);
 static void slot_cb(evutil_socket_t fd, short what, void *arg);
 static int recover(struct gq_daemon *d, int keep_running);
@@ -181,7 +185,7 @@ gq_reply(struct gq_daemon *d, struct evhttp_request *req, int status,
     json_decref(body);
     if (status == 429)
         ra = "1";
-    if (!d->in_batch && !d->batch_failed) {
+    if (!d->in_batch && !d->batch_failed && d->groups == NULL) {
         send_now(req, status, text, ra);
         free(text);
         return;
@@ -199,6 +203,18 @@ gq_reply(struct gq_daemon *d, struct evhttp_request *req, int status,
     struct evhttp_connection *evcon = evhttp_request_get_connection(req);
     if (evcon)
         evhttp_connection_set_closecb(evcon, pending_close_cb, p);
+    if (!d->in_batch && !d->batch_failed) {
+        /* A read: it must not show state that is not yet durable, so it
+         * waits behind the newest pending group. */
+        struct gq_group *g = d->groups;
+        while (g->next)
+            g = g->next;
+        struct gq_pending **pp = &g->replies;
+        while (*pp)
+            pp = &(*pp)->next;
+        *pp = p;
+        return;
+    }
     *d->pend_tail = p;
     d->pend_tail = &p->next;
     gq_kick(d);
@@ -223,11 +239,9 @@ gq_reply_err(struct gq_daemon *d, struct evhttp_request *req, int err,
 /* Sends every queued reply: as queued after a commit, as 503s (nothing
  * was stored) after a failed one. */
 static void
-flush_replies(struct gq_daemon *d, int failed, int err)
+send_list(struct gq_pending *p, int failed, int err)
 {
-    struct gq_pending *p = d->pend_head, *next;
-    d->pend_head = NULL;
-    d->pend_tail = &d->pend_head;
+    struct gq_pending *next;
     for (; p; p = next) {
         next = p->next;
         if (p->req) {
@@ -245,6 +259,15 @@ flush_replies(struct gq_daemon *d, int failed, int err)
         free(p->retry_after);
         free(p);
     }
+}
+
+static void
+flush_replies(struct gq_daemon *d, int failed, int err)
+{
+    struct gq_pending *p = d->pend_head;
+    d->pend_head = NULL;
+    d->pend_tail = &d->pend_head;
+    send_list(p, failed, err);
 }
 
 /* --- events (SSE) --- */
@@ -278,12 +301,10 @@ gq_publish(struct gq_daemon *d, const struct gq_jobrec *r,
 }
 
 static void
-publish_batch(struct gq_daemon *d)
+publish_batch(struct gq_daemon *d, json_t *b)
 {
-    json_t *b = d->sse_batch;
     size_t i;
     json_t *ev;
-    d->sse_batch = NULL;
     if (b == NULL)
         return;
     json_array_foreach(b, i, ev) gq_http_sse_send(d, ev);
@@ -621,6 +642,7 @@ finish_job(struct gq_daemon *d, struct gq_job *j, struct gq_jobrec *r,
         return;
     d->metrics.finished[j->cls][r->state]++;
     j->state = (uint8_t)r->state;
+    drop_upload(d, j, r);
     gq_cb_enqueue(d, r, r->state == GQ_SUCCEEDED ? "succeeded" : "failed");
     gq_publish(d, r, j);
     wake_jobwaits(d, r);
@@ -770,11 +792,21 @@ run_end(struct gq_run *r, enum gq_run_end how, json_t *result,
     struct gq_finish f = {GQ_END_COMPLETE, result, NULL, NULL, 0};
     int64_t now = gq_now();
     int bi = (int)(r->bk - d->backends);
-    int ok = how != GQ_RUN_FAIL || (code && strcmp(code, "backend_4xx") == 0);
+    /* Only the backend's own failures count against it: not a request
+     * it rejected (4xx), nor bad input (audio_invalid, ...). */
+    int ok = how != GQ_RUN_FAIL || code == NULL ||
+             strncmp(code, "backend_", 8) != 0 ||
+             strcmp(code, "backend_4xx") == 0;
     rc->ended = 1;
-    if (gq_backend_result(r->bk, ok, now))
+    if (gq_backend_result(r->bk, ok, now)) {
+        /* Wake up for the half-open probe when the cool-down ends. */
+        double cd = r->bk->conf.breaker_cooldown;
+        struct timeval tv = {(time_t)cd,
+                             (suseconds_t)((cd - floor(cd)) * 1e6) + 1000};
         gq_log(GQ_LOG_WARN, "backend %s: circuit open after %d failures",
                r->bk->conf.name, r->bk->failures);
+        evtimer_add(d->breaker_ev, &tv);
+    }
     if (how == GQ_RUN_FAIL) {
         snprintf(r->bk->last_error, sizeof r->bk->last_error, "%s",
                  msg ? msg : "");
@@ -1170,10 +1202,26 @@ gq_op_requeue(struct gq_daemon *d, uint64_t seq, struct gq_jobrec *r)
         return rc < 0 ? rc : GQ_ENOMEM;
     }
     j->token = r->token;
+    uint64_t bad = 0;
+    int dst = r->deps ? deps_state(d, r->deps, &bad) : 1;
+    if (dst < 0) {
+        gq_jobtab_del(&d->jobs, j);
+        free(j);
+        return GQ_ESTATE; /* a dependency failed: it would fail again */
+    }
     r->attempts = 0;
     r->finished_us = 0;
     set_str(&r->err_code, NULL);
     set_str(&r->err_msg, NULL);
+    if (dst == 0) {
+        r->state = GQ_QUEUED;
+        if (block_job(d, j) < 0 ||
+            store_update(d, r, "{\"requeue\":true}") < 0)
+            return GQ_ESTORE;
+        gq_publish(d, r, j);
+        gq_kick(d);
+        return 0;
+    }
     requeue_job(d, j, r, now, 0, "{\"requeue\":true}");
     gq_kick(d);
     return 0;
@@ -1280,6 +1328,29 @@ gq_op_abandon(struct gq_daemon *d, uint64_t seq, enum gq_state how)
     finish_job(d, j, &r, gq_now(), NULL);
     gq_jobrec_clear(&r);
     gq_kick(d);
+}
+
+static void
+breaker_cb(evutil_socket_t fd, short what, void *arg)
+{
+    gq_kick(arg); /* dispatch may now send a half-open probe */
+}
+
+/* Deletes a job's uploaded audio once the job is over. */
+static void
+drop_upload(struct gq_daemon *d, struct gq_job *j, const struct gq_jobrec *r)
+{
+    if (d->cfg.exec[j->cls].executor != GQ_EXEC_TRANSCRIBE || !r->payload ||
+        strstr(r->payload, "\"upload\"") == NULL)
+        return;
+    json_t *p = json_loads(r->payload, 0, NULL);
+    const char *up = json_string_value(json_object_get(p, "upload"));
+    if (up && strchr(up, '/') == NULL && up[0] != '.') {
+        char path[1400];
+        snprintf(path, sizeof path, "%s/%s", d->upload_dir, up);
+        unlink(path);
+    }
+    json_decref(p);
 }
 
 /* --- backend health --- */
@@ -1489,14 +1560,7 @@ turn_cb(evutil_socket_t fd, short what, void *arg)
         gq_hist_add(&d->metrics.commit, (double)(gq_now() - t1) / 1e6);
         if (rc == 0) {
             d->metrics.commits++;
-            flush_replies(d, 0, 0);
-            int64_t sent = gq_now();
-            for (int i = 0; i < d->nhandoff; i++)
-                gq_hist_add(&d->metrics.handoff,
-                            (double)(sent - d->handoff_from[i]) / 1e6);
-            d->nhandoff = 0;
-            publish_batch(d);
-            gq_cb_batch_done(d, 1);
+            committed(d);
         } else {
             if (rc != GQ_ESTORE || !d->batch_failed)
                 gq_log(GQ_LOG_ERR, "store: commit: %s", d->errbuf);
@@ -1516,6 +1580,175 @@ turn_cb(evutil_socket_t fd, short what, void *arg)
     arm_timer(d);
     check_drained(d);
     gq_hist_add(&d->metrics.turn, (double)(gq_now() - t0) / 1e6);
+}
+
+/* --- durability: groups wait for the WAL's fdatasync --- */
+
+/* The batch is durable: reply, publish, start callbacks. */
+static void
+complete_group(struct gq_daemon *d, struct gq_group *g)
+{
+    send_list(g->replies, 0, 0);
+    int64_t sent = gq_now();
+    for (int i = 0; i < g->nhandoff; i++)
+        gq_hist_add(&d->metrics.handoff,
+                    (double)(sent - g->handoff_from[i]) / 1e6);
+    publish_batch(d, g->sse);
+    gq_cb_activate(d, g->callbacks);
+    free(g);
+}
+
+/* The turn's batch has committed: its effects wait for durability. */
+static void
+committed(struct gq_daemon *d)
+{
+    struct gq_group *g = calloc(1, sizeof *g);
+    if (g == NULL && d->sync_fd >= 0) {
+        /* No memory to wait: make it durable here, on the loop. */
+        if (fdatasync(d->sync_fd) != 0)
+            gq_log(GQ_LOG_ERR, "fdatasync: %s", strerror(errno));
+    }
+    if (g == NULL) {
+        flush_replies(d, 0, 0);
+        publish_batch(d, d->sse_batch);
+        d->sse_batch = NULL;
+        gq_cb_activate(d, gq_cb_take_staged(d));
+        d->nhandoff = 0;
+        return;
+    }
+    g->seq = ++d->commit_seq;
+    g->replies = d->pend_head;
+    d->pend_head = NULL;
+    d->pend_tail = &d->pend_head;
+    g->sse = d->sse_batch;
+    d->sse_batch = NULL;
+    g->callbacks = gq_cb_take_staged(d);
+    memcpy(g->handoff_from, d->handoff_from, sizeof g->handoff_from);
+    g->nhandoff = d->nhandoff;
+    d->nhandoff = 0;
+    if (d->sync_fd < 0) {
+        complete_group(d, g);
+        return;
+    }
+    *d->groups_tail = g;
+    d->groups_tail = &g->next;
+    pthread_mutex_lock(&d->sync_mu);
+    d->sync_want = g->seq;
+    pthread_cond_signal(&d->sync_cv);
+    pthread_mutex_unlock(&d->sync_mu);
+}
+
+static void
+complete_until(struct gq_daemon *d, uint64_t done)
+{
+    struct gq_group *g;
+    while ((g = d->groups) != NULL && g->seq <= done) {
+        d->groups = g->next;
+        if (d->groups == NULL)
+            d->groups_tail = &d->groups;
+        complete_group(d, g);
+    }
+}
+
+static void *
+sync_main(void *arg)
+{
+    struct gq_daemon *d = arg;
+    pthread_mutex_lock(&d->sync_mu);
+    for (;;) {
+        while (d->sync_want == d->sync_done && !d->sync_stop)
+            pthread_cond_wait(&d->sync_cv, &d->sync_mu);
+        if (d->sync_want == d->sync_done)
+            break; /* stopping, nothing owed */
+        uint64_t target = d->sync_want;
+        pthread_mutex_unlock(&d->sync_mu);
+        int rc = fdatasync(d->sync_fd);
+        int e = errno;
+        pthread_mutex_lock(&d->sync_mu);
+        if (rc != 0)
+            d->sync_failed = e;
+        d->sync_done = target;
+        uint64_t one = 1;
+        if (write(d->sync_evfd, &one, sizeof one) < 0) {
+            /* The counter cannot overflow in practice; nothing to do. */
+        }
+    }
+    pthread_mutex_unlock(&d->sync_mu);
+    return NULL;
+}
+
+static void
+sync_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct gq_daemon *d = arg;
+    uint64_t n, done;
+    int failed;
+    if (read(fd, &n, sizeof n) < 0) {
+        /* EAGAIN: a spurious wake-up. */
+    }
+    pthread_mutex_lock(&d->sync_mu);
+    done = d->sync_done;
+    failed = d->sync_failed;
+    pthread_mutex_unlock(&d->sync_mu);
+    if (failed) {
+        /* A failed fsync may have lost committed pages: nothing can be
+         * acknowledged any more.  Stop; the next start recovers from
+         * what is on disk. */
+        struct gq_group *g;
+        gq_log(GQ_LOG_ERR, "fdatasync of the WAL failed: %s; stopping",
+               strerror(failed));
+        while ((g = d->groups) != NULL) {
+            d->groups = g->next;
+            send_list(g->replies, 1, GQ_ESTORE);
+            json_decref(g->sse);
+            gq_cb_free_list(g->callbacks);
+            free(g);
+        }
+        d->groups_tail = &d->groups;
+        d->exit_code = 1;
+        event_base_loopexit(d->base, NULL);
+        return;
+    }
+    complete_until(d, done);
+}
+
+static int
+sync_start(struct gq_daemon *d)
+{
+    d->groups_tail = &d->groups;
+    d->sync_fd = d->store->ops->sync_fd ? d->store->ops->sync_fd(d->store)
+                                        : -1;
+    if (d->sync_fd < 0)
+        return 0;
+    d->sync_evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (d->sync_evfd < 0)
+        return GQ_EIO;
+    pthread_mutex_init(&d->sync_mu, NULL);
+    pthread_cond_init(&d->sync_cv, NULL);
+    d->sync_ev = event_new(d->base, d->sync_evfd, EV_READ | EV_PERSIST,
+                           sync_cb, d);
+    if (d->sync_ev == NULL || event_add(d->sync_ev, NULL) < 0 ||
+        pthread_create(&d->sync_thread, NULL, sync_main, d) != 0)
+        return GQ_EIO;
+    d->sync_running = 1;
+    return 0;
+}
+
+/* At exit: everything committed becomes durable and is answered. */
+static void
+sync_finish(struct gq_daemon *d)
+{
+    if (d->sync_running) {
+        pthread_mutex_lock(&d->sync_mu);
+        d->sync_stop = 1;
+        pthread_cond_signal(&d->sync_cv);
+        pthread_mutex_unlock(&d->sync_mu);
+        pthread_join(d->sync_thread, NULL);
+        d->sync_running = 0;
+    }
+    if (d->groups && d->sync_fd >= 0 && fdatasync(d->sync_fd) != 0)
+        gq_log(GQ_LOG_ERR, "fdatasync: %s", strerror(errno));
+    complete_until(d, UINT64_MAX);
 }
 
 /* --- drain and signals --- */
@@ -1783,7 +2016,7 @@ gq_daemon_init(struct gq_daemon *d, const struct gq_config *cfg, char *msg,
     if (gq_jobtab_init(&d->jobs) < 0)
         return GQ_ENOMEM;
     snprintf(path, sizeof path, "%s/gpuq.db", cfg->data_dir);
-    struct gq_sqlite_opts so = {cfg->synchronous};
+    struct gq_sqlite_opts so = {cfg->synchronous, 1};
     d->store = gq_store_sqlite_open(path, &so, d->errbuf);
     if (d->store == NULL) {
         snprintf(msg, (size_t)msglen, "%s: %s", path, d->errbuf);
@@ -1821,6 +2054,7 @@ gq_daemon_init(struct gq_daemon *d, const struct gq_config *cfg, char *msg,
         struct timeval now_tv = {0, 0};
         evtimer_add(d->health_ev[b], &now_tv);
     }
+    d->breaker_ev = evtimer_new(d->base, breaker_cb, d);
     d->turn_ev = event_new(d->base, -1, 0, turn_cb, d);
     d->timer_ev = evtimer_new(d->base, timer_cb, d);
     d->purge_ev = evtimer_new(d->base, purge_cb, d);
@@ -1834,6 +2068,12 @@ gq_daemon_init(struct gq_daemon *d, const struct gq_config *cfg, char *msg,
     }
     signal(SIGPIPE, SIG_IGN);
 
+    d->sync_fd = -1;
+    d->groups_tail = &d->groups;
+    if (sync_start(d) < 0) {
+        snprintf(msg, (size_t)msglen, "cannot start the sync thread");
+        return GQ_EIO;
+    }
     int rc = recover(d, 0);
     if (rc < 0) {
         snprintf(msg, (size_t)msglen, "recovery: %s", d->errbuf);
@@ -1846,6 +2086,9 @@ gq_daemon_init(struct gq_daemon *d, const struct gq_config *cfg, char *msg,
             snprintf(msg, (size_t)msglen, "recovery commit: %s", d->errbuf);
             return GQ_ESTORE;
         }
+        if (d->sync_fd >= 0)
+            fdatasync(d->sync_fd);
+        committed(d);
     }
     d->turn_armed = 0;
     if (gq_cb_start(d) < 0) {
@@ -1896,12 +2139,15 @@ gq_daemon_run(struct gq_daemon *d)
     event_base_dispatch(d->base);
     /* A last turn for whatever the final callbacks changed. */
     if (d->in_batch) {
-        if (!d->batch_failed && gq_store_commit(d->store, d->errbuf) == 0)
-            flush_replies(d, 0, 0);
-        else
+        if (!d->batch_failed && gq_store_commit(d->store, d->errbuf) == 0) {
+            d->in_batch = 0;
+            committed(d);
+        } else {
             flush_replies(d, 1, GQ_ESTORE);
+        }
         d->in_batch = 0;
     }
+    sync_finish(d);
     return d->exit_code;
 }
 
@@ -1925,6 +2171,11 @@ gq_daemon_close(struct gq_daemon *d)
             d->slot_run[s] = NULL;
         }
     }
+    sync_finish(d);
+    if (d->sync_ev)
+        event_free(d->sync_ev);
+    if (d->sync_evfd > 0)
+        close(d->sync_evfd);
     gq_cb_close(d);
     for (int b = 0; b < d->nbackends; b++) {
         if (d->health_call[b])
@@ -1955,6 +2206,8 @@ gq_daemon_close(struct gq_daemon *d)
             event_free(d->sig_ev[i]);
     if (d->turn_ev)
         event_free(d->turn_ev);
+    if (d->breaker_ev)
+        event_free(d->breaker_ev);
     if (d->timer_ev)
         event_free(d->timer_ev);
     if (d->purge_ev)

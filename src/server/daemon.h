@@ -12,6 +12,7 @@
 #ifndef GQ_DAEMON_H
 #define GQ_DAEMON_H
 
+#include <pthread.h>
 #include <stdint.h>
 
 #include <event2/event.h>
@@ -75,6 +76,17 @@ struct gq_park {
     int started;                  /* STREAM: reply headers sent */
 };
 
+/* The side effects of one committed batch, held until it is durable. */
+struct gq_group {
+    uint64_t seq;                 /* commit number */
+    struct gq_pending *replies;
+    json_t *sse;                  /* events to publish */
+    struct gq_cbd *callbacks;     /* deliveries to start */
+    int64_t handoff_from[64];
+    int nhandoff;
+    struct gq_group *next;
+};
+
 /* A reply held until the batch that it acknowledges has committed. */
 struct gq_pending {
     struct evhttp_request *req;
@@ -113,6 +125,20 @@ struct gq_daemon {
     struct gq_backend backends[GQ_MAX_BACKENDS];
     int64_t handoff_from[64];     /* grants this turn: when the slot freed */
     int nhandoff;
+    /* Deferred durability: a thread fdatasyncs the WAL after commits;
+     * groups wait for it, oldest first. */
+    int sync_fd;                  /* -1: commit is durable by itself */
+    pthread_t sync_thread;
+    int sync_running;
+    pthread_mutex_t sync_mu;
+    pthread_cond_t sync_cv;
+    uint64_t sync_want, sync_done;  /* commit numbers; under sync_mu */
+    int sync_failed;                /* under sync_mu */
+    int sync_stop;                  /* under sync_mu */
+    int sync_evfd;                  /* the thread's "done" signal */
+    struct event *sync_ev;
+    uint64_t commit_seq;
+    struct gq_group *groups, **groups_tail;
     char upload_dir[1100];        /* data_dir/uploads */
     struct gq_cbd *cb_active;     /* callback deliveries (callback.c) */
     struct gq_cbd *cb_staged;     /* added by the batch not yet committed */
@@ -120,6 +146,7 @@ struct gq_daemon {
     uint64_t *blocked;            /* jobs waiting for dependencies */
     size_t nblocked, capblocked;
     struct gq_httpc *httpc;       /* backend calls, on the loop */
+    struct event *breaker_ev;     /* a circuit's cool-down ends */
     struct event *health_ev[GQ_MAX_BACKENDS];   /* next /health check */
     struct gq_call *health_call[GQ_MAX_BACKENDS];
     struct gq_health {

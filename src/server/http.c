@@ -369,6 +369,11 @@ validate_payload(struct ctx *c, const char *cls_name, json_t *payload)
         return 0;
     if (payload == NULL)
         payload = json_null();
+    if (json_object_get(payload, "upload")) {
+        err(c, GQ_EINVAL, "payload.upload", "upload is set by gpuqd's own "
+            "upload endpoints (/inference, /v1/audio/transcriptions)");
+        return -1;
+    }
     if (ops->validate(&c->d->cfg.exec[cls], payload, &field, msg,
                       sizeof msg) < 0) {
         err(c, GQ_EINVAL, field, "%s", msg);

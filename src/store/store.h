@@ -138,6 +138,9 @@ struct gq_store_ops {
     int (*cb_done)(struct gq_store *st, int64_t id, char *err);
     int (*cb_load)(struct gq_store *st, gq_store_cb_fn fn, void *ud,
                    char *err);
+    /* The file descriptor whose fdatasync() makes every committed batch
+     * durable, or -1 when commit itself is durable (or nothing is). */
+    int (*sync_fd)(struct gq_store *st);
 };
 
 struct gq_store {
@@ -147,6 +150,11 @@ struct gq_store {
 /* Options of the SQLite store. */
 struct gq_sqlite_opts {
     int synchronous;       /* 2 = FULL (default), 1 = NORMAL, 0 = OFF */
+    /* With FULL: let commit return before the WAL is on disk, and have
+     * the caller make it durable with fdatasync(sync_fd()) (off the
+     * event loop) before acknowledging anything.  Same durability, but
+     * the loop never waits for the disk. */
+    int deferred_sync;
 };
 
 /*
