@@ -612,17 +612,61 @@ gq_sched_pick(struct gq_sched *s, int64_t now, gq_servable_fn servable,
     return NULL;
 }
 
+struct gq_job *
+gq_sched_ride(struct gq_sched *s, int cls, int64_t now,
+              gq_servable_fn servable, void *ud)
+{
+    struct sclass *c = &s->cls[cls];
+    if (s->draining || c->nready == 0 ||
+        (servable && !servable(ud, c->head)))
+        return NULL;
+    struct gq_job *j = c->head;
+    unready(s, j);
+    if (j->d_idx)
+        hdel(&s->deadline, j);
+    j->slot = -1;
+    j->state = GQ_RUNNING;
+    j->grant_us = now;
+    c->nrunning++;
+    c->grants++;
+    if (s->share_by == GQ_SHARE_GRANTS) {
+        c->charged += 1;
+        c->vtime += 1 / c->conf.weight;
+        advance_clock(s, c);
+    }
+    return j;
+}
+
+void
+gq_sched_handover(struct gq_sched *s, struct gq_job *from, struct gq_job *to)
+{
+    GQ_ASSERT(from->slot >= 0 && s->slots[from->slot] == from &&
+              to->slot < 0 && to->state == GQ_RUNNING &&
+              to->cls == from->cls);
+    to->slot = from->slot;
+    s->slots[to->slot] = to;
+    from->slot = -1;
+    /* The slot's time is charged once, by its last holder, from the
+     * grant's start; riders are charged no time. */
+    to->grant_us = from->grant_us;
+}
+
 void
 gq_sched_release(struct gq_sched *s, struct gq_job *j, int64_t now)
 {
-    GQ_ASSERT(j->state == GQ_RUNNING && j->slot >= 0 &&
-              s->slots[j->slot] == j);
+    GQ_ASSERT(j->state == GQ_RUNNING &&
+              (j->slot < 0 || s->slots[j->slot] == j));
     struct sclass *c = &s->cls[j->cls];
-    s->slots[j->slot] = NULL;
-    s->nfree++;
-    j->slot = -1;
+    int rider = j->slot < 0;
+    if (!rider) {
+        s->slots[j->slot] = NULL;
+        s->nfree++;
+        j->slot = -1;
+    }
     c->nrunning--;
-    double dur = now > j->grant_us ? (double)(now - j->grant_us) / 1e6 : 0;
+    double dur = now > j->grant_us && !rider
+                     ? (double)(now - j->grant_us) / 1e6
+                     : 0;
     c->granted_s += dur;
     if (s->share_by == GQ_SHARE_TIME) {
         c->charged += dur;

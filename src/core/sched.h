@@ -111,6 +111,22 @@ struct gq_job *gq_sched_pick(struct gq_sched *s, int64_t now,
 void gq_sched_release(struct gq_sched *s, struct gq_job *j, int64_t now);
 
 /*
+ * Batched grants.  A backend that serves several requests at once can
+ * share one grant among jobs of the holder's class: gq_sched_ride pops
+ * the next ready job of class cls (if servable) and marks it running
+ * without a slot of its own (slot -1).  Riders do not count towards the
+ * tier's streak; their GPU time is charged to the class as usual when
+ * released.  Returns NULL when the class has nothing ready.
+ */
+struct gq_job *gq_sched_ride(struct gq_sched *s, int cls, int64_t now,
+                             gq_servable_fn servable, void *ud);
+/* Moves the slot held by `from` to `to` (a rider of the same grant), so
+ * the grant lives on after its first holder ends; `from` becomes a
+ * rider. */
+void gq_sched_handover(struct gq_sched *s, struct gq_job *from,
+                       struct gq_job *to);
+
+/*
  * Re-attaches a job that is running at start-up (or after a store
  * resync) to slot; returns GQ_EINVAL if the slot is taken or bad.
  */

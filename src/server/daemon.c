@@ -661,32 +661,74 @@ finish_job(struct gq_daemon *d, struct gq_job *j, struct gq_jobrec *r,
         wake_dependents(d, seq);
 }
 
+static void
+drop_run(struct gq_runctx *rc)
+{
+    if (!rc->ended)
+        rc->ops->cancel(&rc->run);
+    rc->run.bk->inflight--;
+    json_decref(rc->run.payload);
+    json_decref(rc->run.progress);
+    free(rc->text);
+    free(rc);
+}
+
+static void
+group_join(struct gq_daemon *d, int slot, uint64_t seq)
+{
+    if (d->group_n[slot] < 64)
+        d->group_seq[slot][d->group_n[slot]++] = seq;
+}
+
+static void
+group_leave(struct gq_daemon *d, int slot, uint64_t seq)
+{
+    for (int i = 0; i < d->group_n[slot]; i++)
+        if (d->group_seq[slot][i] == seq) {
+            d->group_seq[slot][i] = d->group_seq[slot][--d->group_n[slot]];
+            return;
+        }
+}
+
 /* Ends j's grant at now: slot freed, times charged to the record. */
 static void
 end_grant(struct gq_daemon *d, struct gq_job *j, struct gq_jobrec *r,
           int64_t now)
 {
-    int slot = j->slot;
-    struct gq_runctx *rc = d->slot_run[slot];
-    evtimer_del(d->slot_ev[slot]);
+    int slot = j->slot; /* -1 for a rider of a batched grant */
+    struct gq_runctx *rc = j->owner;
+    int gslot = rc ? rc->group_slot : slot;
+    int64_t start = rc ? rc->started_us : j->grant_us;
     if (rc) {
         /* A built-in run: drop its backend call unless it has ended. */
-        d->slot_run[slot] = NULL;
-        if (!rc->ended)
-            rc->ops->cancel(&rc->run);
-        rc->run.bk->inflight--;
-        json_decref(rc->run.payload);
-        json_decref(rc->run.progress);
-        free(rc->text);
-        free(rc);
+        j->owner = NULL;
+        drop_run(rc);
     }
+    if (gslot >= 0)
+        group_leave(d, gslot, j->seq);
+    if (slot >= 0) {
+        evtimer_del(d->slot_ev[slot]);
+        if (d->group_n[slot] > 0) {
+            /* Others still run in this grant: the slot stays held. */
+            struct gq_job *to = gq_jobtab_get(&d->jobs,
+                                              d->group_seq[slot][0]);
+            if (to && to->state == GQ_RUNNING && to->slot < 0) {
+                gq_sched_handover(d->sched, j, to);
+                struct timeval tv = {30, 0};
+                if (to->expires_us > now)
+                    tv.tv_sec = (time_t)((to->expires_us - now) / 1000000);
+                evtimer_add(d->slot_ev[slot], &tv);
+            }
+        }
+    }
+    int freed = slot >= 0 && j->slot >= 0;
     gq_sched_release(d->sched, j, now);
-    gq_hist_add(&d->metrics.hold[j->cls],
-                (double)(now - j->grant_us) / 1e6);
-    gq_ring_add(&d->metrics.hold_recent[j->cls],
-                (double)(now - j->grant_us) / 1e6);
+    gq_hist_add(&d->metrics.hold[j->cls], (double)(now - start) / 1e6);
+    gq_ring_add(&d->metrics.hold_recent[j->cls], (double)(now - start) / 1e6);
     r->ended_us = gq_wall(d, now);
-    r->run_us += now - j->grant_us;
+    r->run_us += now - start;
+    if (!freed)
+        return;
     d->slot_free_at[slot] = 0;
     for (int c = 0; c < gq_sched_nclasses(d->sched); c++) {
         struct gq_class_stats st;
@@ -745,9 +787,9 @@ struct gq_runctx *
 gq_daemon_run_of(struct gq_daemon *d, uint64_t seq)
 {
     struct gq_job *j = gq_jobtab_get(&d->jobs, seq);
-    if (j == NULL || j->state != GQ_RUNNING || j->slot < 0)
+    if (j == NULL || j->state != GQ_RUNNING)
         return NULL;
-    return d->slot_run[j->slot];
+    return j->owner; /* a running job's owner is its run, if built-in */
 }
 
 static void
@@ -828,7 +870,8 @@ run_end(struct gq_run *r, enum gq_run_end how, json_t *result,
 
 /* Starts the executor for a granted job; on failure the job fails. */
 static void
-start_run(struct gq_daemon *d, struct gq_job *j, struct gq_jobrec *r)
+start_run(struct gq_daemon *d, struct gq_job *j, struct gq_jobrec *r,
+          int gslot, int64_t now)
 {
     const struct gq_class_exec *cx = &d->cfg.exec[j->cls];
     struct gq_runctx *rc = calloc(1, sizeof *rc);
@@ -876,7 +919,10 @@ start_run(struct gq_daemon *d, struct gq_job *j, struct gq_jobrec *r)
         if (rc->run.bk->breaker == GQ_BREAKER_OPEN)
             rc->run.bk->breaker = GQ_BREAKER_HALF_OPEN;
         rc->run.bk->inflight++;
-        d->slot_run[j->slot] = rc;
+        rc->group_slot = gslot;
+        rc->started_us = now;
+        j->owner = rc;
+        group_join(d, gslot, j->seq);
         err = rc->ops->start(&rc->run);
         if (err == 0)
             return;
@@ -906,8 +952,10 @@ find_worker(struct gq_daemon *d, int cls)
     return found;
 }
 
+/* Grants j: a slot holder (j->slot >= 0), or a rider of the batched
+ * grant on gslot (j->slot == -1). */
 static void
-grant(struct gq_daemon *d, struct gq_job *j, int64_t now)
+grant(struct gq_daemon *d, struct gq_job *j, int64_t now, int gslot)
 {
     const struct gq_class_conf *cc = gq_sched_conf(d->sched, j->cls);
     struct gq_park *p;
@@ -945,17 +993,20 @@ grant(struct gq_daemon *d, struct gq_job *j, int64_t now)
         set_str(&r.holder, p->worker[0] ? p->worker : NULL);
     if (builtin)
         set_str(&r.holder, d->cfg.backends[d->cfg.exec[j->cls].backend].name);
-    snprintf(detail, sizeof detail, "{\"token\":%llu,\"slot\":%d}",
-             (unsigned long long)j->token, j->slot);
+    snprintf(detail, sizeof detail, "{\"token\":%llu,\"slot\":%d%s}",
+             (unsigned long long)j->token, gslot,
+             j->slot < 0 ? ",\"shared\":true" : "");
     if (store_update(d, &r, detail) == 0) {
         struct timeval tv = {(time_t)ttl,
                              (suseconds_t)((ttl - floor(ttl)) * 1e6)};
-        evtimer_assign(d->slot_ev[j->slot], d->base, slot_cb, d);
-        evtimer_add(d->slot_ev[j->slot], &tv);
+        if (j->slot >= 0) {
+            evtimer_assign(d->slot_ev[j->slot], d->base, slot_cb, d);
+            evtimer_add(d->slot_ev[j->slot], &tv);
+        }
         d->metrics.grants[j->cls]++;
         gq_hist_add(&d->metrics.wait[j->cls],
                     (double)(now - j->enq_us) / 1e6);
-        if (d->slot_free_at[j->slot]) {
+        if (j->slot >= 0 && d->slot_free_at[j->slot]) {
             /* Measured when the grant's reply has been sent (after the
              * commit), which is what the next holder waits for. */
             if (d->nhandoff < (int)(sizeof d->handoff_from /
@@ -971,7 +1022,7 @@ grant(struct gq_daemon *d, struct gq_job *j, int64_t now)
     if (p)
         gq_park_free(p);
     if (builtin && !d->batch_failed)
-        start_run(d, j, &r);
+        start_run(d, j, &r, gslot, now);
     gq_jobrec_clear(&r);
 }
 
@@ -989,7 +1040,20 @@ dispatch(struct gq_daemon *d)
             gq_sched_enqueue(d->sched, j, now);
             break;
         }
-        grant(d, j, now);
+        int slot = j->slot;
+        grant(d, j, now, slot);
+        /* A backend that batches takes more of the class's ready jobs
+         * into the same grant, up to its max_concurrency; they end with
+         * it, so the grant stays as bounded as one chunk. */
+        const struct gq_class_exec *cx = &d->cfg.exec[j->cls];
+        while (cx->executor != GQ_EXEC_WORKER && !d->batch_failed &&
+               d->backends[cx->backend].conf.max_concurrency > 1) {
+            struct gq_job *r = gq_sched_ride(d->sched, j->cls, now,
+                                             servable, d);
+            if (r == NULL)
+                break;
+            grant(d, r, now, slot);
+        }
     }
 }
 
@@ -1477,6 +1541,16 @@ purge_cb(evutil_socket_t fd, short what, void *arg)
 /* --- rebuilding memory from the store --- */
 
 static void
+drop_run_cb(struct gq_job *j, void *ud)
+{
+    (void)ud;
+    if (j->state == GQ_RUNNING && j->owner) {
+        drop_run(j->owner);
+        j->owner = NULL;
+    }
+}
+
+static void
 free_job_cb(struct gq_job *j, void *ud)
 {
     (void)ud;
@@ -1497,20 +1571,12 @@ rebuild(struct gq_daemon *d)
         gq_park_free(p);
     }
     for (int s = 0; s < gq_sched_nslots(d->sched); s++) {
-        struct gq_runctx *rc = d->slot_run[s];
         evtimer_del(d->slot_ev[s]);
-        if (rc) {
-            /* Its grant is reloaded without a run and expires by ttl. */
-            if (!rc->ended)
-                rc->ops->cancel(&rc->run);
-            rc->run.bk->inflight--;
-            json_decref(rc->run.payload);
-            json_decref(rc->run.progress);
-            free(rc->text);
-            free(rc);
-            d->slot_run[s] = NULL;
-        }
+        d->group_n[s] = 0;
     }
+    /* Runs are cancelled; their grants are reloaded without a run and
+     * expire by ttl. */
+    gq_jobtab_each(&d->jobs, drop_run_cb, NULL);
     gq_jobtab_each(&d->jobs, free_job_cb, NULL);
     gq_jobtab_close(&d->jobs);
     d->nblocked = 0;
@@ -2159,18 +2225,8 @@ gq_daemon_close(struct gq_daemon *d)
         while ((p = d->parks[t]) != NULL)
             gq_park_free(p);
     flush_replies(d, 1, GQ_EDRAINING);
-    for (int s = 0; s < GQ_MAX_SLOTS; s++) {
-        struct gq_runctx *rc = d->slot_run[s];
-        if (rc) {
-            if (!rc->ended)
-                rc->ops->cancel(&rc->run);
-            json_decref(rc->run.payload);
-            json_decref(rc->run.progress);
-            free(rc->text);
-            free(rc);
-            d->slot_run[s] = NULL;
-        }
-    }
+    if (d->jobs.buckets)
+        gq_jobtab_each(&d->jobs, drop_run_cb, NULL);
     sync_finish(d);
     if (d->sync_ev)
         event_free(d->sync_ev);

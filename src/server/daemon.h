@@ -55,6 +55,8 @@ struct gq_runctx {
     struct gq_daemon *d;
     const struct gq_exec_ops *ops;
     int ended;                    /* the executor called end() */
+    int group_slot;               /* the slot of the grant it runs in */
+    int64_t started_us;           /* its own grant's start (monotonic) */
     char *text;                   /* streamed text so far */
     size_t len, cap;
 };
@@ -120,7 +122,10 @@ struct gq_daemon {
     struct event *slot_ev[GQ_MAX_SLOTS];  /* lease expiry per slot */
     int64_t slot_free_at[GQ_MAX_SLOTS];   /* freed with work waiting */
     int batch_failed;             /* a store call failed this turn */
-    struct gq_runctx *slot_run[GQ_MAX_SLOTS]; /* built-in executor runs */
+    /* Batched grants: the running jobs sharing each slot's grant (a
+     * built-in run is in its job's owner field while it runs). */
+    uint64_t group_seq[GQ_MAX_SLOTS][64];
+    int group_n[GQ_MAX_SLOTS];
     int nbackends;
     struct gq_backend backends[GQ_MAX_BACKENDS];
     int64_t handoff_from[64];     /* grants this turn: when the slot freed */

@@ -178,7 +178,11 @@ gq_job_json(struct gq_daemon *d, const struct gq_jobrec *r)
         char lid[64];
         snprintf(lid, sizeof lid, "j%" PRIu64 ".%" PRIu64, j->seq, j->token);
         json_object_set_new(o, "lease_id", json_string(lid));
-        json_object_set_new(o, "slot", json_integer(j->slot));
+        struct gq_runctx *rc = j->owner;
+        json_object_set_new(o, "slot",
+                            json_integer(rc ? rc->group_slot : j->slot));
+        if (j->slot < 0 && rc)
+            json_object_set_new(o, "shared_grant", json_true());
     }
     json_object_set_new(o, "created_at", time_json(r->created_us));
     json_object_set_new(o, "started_at", time_json(r->started_us));
