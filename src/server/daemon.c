@@ -1040,15 +1040,16 @@ dispatch(struct gq_daemon *d)
             gq_sched_enqueue(d->sched, j, now);
             break;
         }
-        int slot = j->slot;
-        grant(d, j, now, slot);
+        int slot = j->slot, cls = j->cls;
+        grant(d, j, now, slot); /* may end j at once (a failed start) */
         /* A backend that batches takes more of the class's ready jobs
          * into the same grant, up to its max_concurrency; they end with
          * it, so the grant stays as bounded as one chunk. */
-        const struct gq_class_exec *cx = &d->cfg.exec[j->cls];
+        const struct gq_class_exec *cx = &d->cfg.exec[cls];
         while (cx->executor != GQ_EXEC_WORKER && !d->batch_failed &&
-               d->backends[cx->backend].conf.max_concurrency > 1) {
-            struct gq_job *r = gq_sched_ride(d->sched, j->cls, now,
+               d->backends[cx->backend].conf.max_concurrency > 1 &&
+               gq_sched_slot(d->sched, slot) != NULL) {
+            struct gq_job *r = gq_sched_ride(d->sched, cls, now,
                                              servable, d);
             if (r == NULL)
                 break;
