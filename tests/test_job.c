@@ -165,9 +165,9 @@ test_reason_and_kind_strings(void **state)
     /* The wire names of doc/api.md, in enum order. */
     static const char *const names[] = {
         "none",    "gpu_busy", "priority", "share",    "cap",
-        "backoff", "deps",     "draining", "no_worker",
+        "backoff", "deps",     "draining", "no_worker", "backend",
     };
-    assert_int_equal(GQ_NREASONS, 9);
+    assert_int_equal(GQ_NREASONS, 10);
     for (int i = 0; i < GQ_NREASONS; i++)
         assert_string_equal(gq_reason_str((enum gq_reason)i), names[i]);
     assert_string_equal(gq_reason_str(GQ_R_CAP), "cap");

@@ -38,7 +38,8 @@ enum gq_state {
     X(BACKOFF, "backoff")                                                   \
     X(DEPS, "deps")                                                         \
     X(DRAINING, "draining")                                                 \
-    X(NO_WORKER, "no_worker")
+    X(NO_WORKER, "no_worker")                                               \
+    X(BACKEND, "backend")
 
 enum gq_reason {
 #define X(n, s) GQ_R_##n,

@@ -792,6 +792,53 @@ gq_daemon_run_of(struct gq_daemon *d, uint64_t seq)
     return j->owner; /* a running job's owner is its run, if built-in */
 }
 
+/* Measured backend speeds are kept in the store's meta table (in
+ * nanoseconds per unit), so the first chunk after a restart is sized by
+ * them too. */
+static const char *const speed_keys[3] = {"audio", "prompt", "output"};
+
+static double *
+speed_field(struct gq_backend *bk, int k)
+{
+    return k == 0 ? &bk->s_per_audio_s
+           : k == 1 ? &bk->s_per_prompt_tok
+                    : &bk->s_per_out_tok;
+}
+
+static void
+save_speeds(struct gq_daemon *d, struct gq_backend *bk)
+{
+    char key[128];
+    if (gq_batch(d) < 0)
+        return;
+    for (int k = 0; k < 3; k++) {
+        double v = *speed_field(bk, k);
+        if (!(v > 0))
+            continue;
+        snprintf(key, sizeof key, "speed:%s:%s", bk->conf.name,
+                 speed_keys[k]);
+        checked(d, d->store->ops->meta_set(d->store, key,
+                                           (int64_t)(v * 1e9), d->errbuf),
+                "meta");
+    }
+}
+
+static void
+load_speeds(struct gq_daemon *d)
+{
+    char key[128];
+    for (int b = 0; b < d->nbackends; b++) {
+        for (int k = 0; k < 3; k++) {
+            int64_t v = 0;
+            snprintf(key, sizeof key, "speed:%s:%s",
+                     d->backends[b].conf.name, speed_keys[k]);
+            if (d->store->ops->meta_get(d->store, key, &v, d->errbuf) == 0 &&
+                v > 0)
+                *speed_field(&d->backends[b], k) = (double)v / 1e9;
+        }
+    }
+}
+
 static void
 run_token(struct gq_run *r, const char *text, size_t len)
 {
@@ -860,7 +907,10 @@ run_end(struct gq_run *r, enum gq_run_end how, json_t *result,
     } else if (how == GQ_RUN_CHUNK) {
         f.how = GQ_END_YIELD;
     }
+    struct gq_backend *bk = r->bk;
     int rcode = gq_op_finish(d, r->seq, r->token, &f, &rec);
+    if (rcode == 0)
+        save_speeds(d, bk);
     if (rcode < 0)
         gq_log(GQ_LOG_WARN, "j%llu: executor result not stored: %s",
                (unsigned long long)r->seq, gq_err_msg(rcode));
@@ -2099,6 +2149,7 @@ gq_daemon_init(struct gq_daemon *d, const struct gq_config *cfg, char *msg,
         d->backends[b].conf = cfg->backends[b];
         d->backends[b].healthy = 1;
     }
+    load_speeds(d);
     snprintf(d->upload_dir, sizeof d->upload_dir, "%s/uploads",
              cfg->data_dir);
     if (mkdir(d->upload_dir, 0750) < 0 && errno != EEXIST) {

@@ -167,10 +167,18 @@ gq_job_json(struct gq_daemon *d, const struct gq_jobrec *r)
         uint32_t pos = 0;
         enum gq_reason why = j->blocked ? GQ_R_DEPS
                                         : gq_sched_reason(d->sched, j, &pos);
+        const struct gq_class_exec *jcx = &d->cfg.exec[j->cls];
         if (why == GQ_R_GPU_BUSY && j->kind == GQ_KIND_JOB &&
-            d->waiting_workers[j->cls] == 0 &&
-            gq_sched_free_slots(d->sched) > 0)
-            why = GQ_R_NO_WORKER;
+            gq_sched_free_slots(d->sched) > 0) {
+            if (jcx->executor == GQ_EXEC_WORKER) {
+                if (d->waiting_workers[j->cls] == 0)
+                    why = GQ_R_NO_WORKER;
+            } else {
+                const struct gq_backend *bk = &d->backends[jcx->backend];
+                if (!bk->healthy || bk->breaker == GQ_BREAKER_OPEN)
+                    why = GQ_R_BACKEND;
+            }
+        }
         json_object_set_new(o, "reason", json_string(gq_reason_str(why)));
         json_object_set_new(o, "position", json_integer(pos));
     }

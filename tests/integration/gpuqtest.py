@@ -35,7 +35,7 @@ STATES = ("queued", "running", "succeeded", "failed", "cancelled",
           "expired", "dead")
 TERMINAL = ("succeeded", "failed", "cancelled", "expired", "dead")
 REASONS = ("gpu_busy", "priority", "share", "cap", "backoff", "deps",
-           "draining", "no_worker")
+           "draining", "no_worker", "backend")
 TIME_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 ID_RE = re.compile(r"^j[0-9]+$")
 
