@@ -76,5 +76,15 @@ run throughput 240 --gpuqd "$BIN/gpuqd" --dir "$DIR" --conns 50 $TPUT
 run restart 300 --gpuqd "$BIN/gpuqd" --dir "$DIR" $RESTART
 run sched_bench 120
 
+# Issue 3: chat wait with chunking on vs off, against the fake server.
+echo "== chatwait (python3 bench/chatwait.py) =="
+start=$(date +%s)
+if ! timeout -k 10 240 python3 bench/chatwait.py --gpuqd "$BIN/gpuqd"; then
+    echo "chatwait: FAILED"
+    status=1
+fi
+echo "(chatwait took $(($(date +%s) - start)) s)"
+echo
+
 rmdir "$DIR" 2>/dev/null
 exit $status
