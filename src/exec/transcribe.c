@@ -130,7 +130,20 @@ tx_validate(const struct gq_class_exec *cx, json_t *p, const char **field,
         snprintf(msg, msglen, "payload must be an object with audio_path");
         return GQ_EINVAL;
     }
-    if (up) {
+    json_t *au = json_object_get(p, "audio");
+    if ((ap != NULL) + (up != NULL) + (au != NULL) != 1) {
+        *field = "payload.audio_path";
+        snprintf(msg, msglen, "give exactly one of audio_path and audio");
+        return GQ_EINVAL;
+    }
+    if (au) {
+        /* Base64 audio in the JSON; the daemon stores it as an upload. */
+        if (!json_is_string(au) || json_string_length(au) < 8) {
+            *field = "payload.audio";
+            snprintf(msg, msglen, "audio must be a base64 string");
+            return GQ_EINVAL;
+        }
+    } else if (up) {
         /* Set by gpuqd's own upload endpoints only: a plain file name. */
         const char *s = json_string_value(up);
         if (s == NULL || strchr(s, '/') || s[0] == '.' || !s[0]) {

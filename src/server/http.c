@@ -5,6 +5,7 @@
  * through gq_reply so that they wait for the group commit.
  */
 #include <inttypes.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -18,6 +19,7 @@
 #include <event2/bufferevent.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <openssl/evp.h>
 
 #include "../core/err.h"
 #include "daemon.h"
@@ -394,6 +396,85 @@ validate_payload(struct ctx *c, const char *cls_name, json_t *payload)
     return 0;
 }
 
+/* Writes len bytes to a new file under data_dir/uploads; its name goes
+ * to name.  Page cache only (a kill -9 keeps it; a power cut may not). */
+static int
+save_upload(struct gq_daemon *d, const void *data, size_t len, char *name,
+            size_t namelen)
+{
+    char path[1400];
+    snprintf(name, namelen, "u%lld-%llu.audio", (long long)time(NULL),
+             (unsigned long long)++d->upload_seq);
+    snprintf(path, sizeof path, "%s/%s", d->upload_dir, name);
+    FILE *f = fopen(path, "wb");
+    if (f == NULL)
+        return GQ_EIO;
+    int bad = fwrite(data, 1, len, f) != len;
+    if (fclose(f) != 0 || bad) {
+        unlink(path);
+        return GQ_EIO;
+    }
+    return 0;
+}
+
+static void
+drop_upload_file(struct gq_daemon *d, json_t *payload)
+{
+    const char *up = json_string_value(json_object_get(payload, "upload"));
+    char path[1400];
+    if (up && strchr(up, '/') == NULL) {
+        snprintf(path, sizeof path, "%s/%s", d->upload_dir, up);
+        unlink(path);
+    }
+}
+
+/* A transcription payload with "audio" (base64) becomes one with
+ * "upload": the audio is decoded and stored under data_dir/uploads.
+ * *out is the new payload (or NULL when nothing changes); -1 after
+ * replying 400. */
+static int
+audio_upload(struct ctx *c, const char *cls_name, json_t *payload,
+             json_t **out)
+{
+    int cls = gq_sched_class(c->d->sched, cls_name);
+    json_t *au = json_object_get(payload, "audio");
+    char name[64];
+    *out = NULL;
+    if (cls < 0 || c->d->cfg.exec[cls].executor != GQ_EXEC_TRANSCRIBE ||
+        !json_is_string(au))
+        return 0;
+    size_t n = json_string_length(au);
+    const char *b64 = json_string_value(au);
+    unsigned char *buf = malloc(n / 4 * 3 + 3);
+    if (buf == NULL) {
+        err(c, GQ_ENOMEM, NULL, "out of memory");
+        return -1;
+    }
+    int len = n % 4 == 0 && n <= INT_MAX
+                  ? EVP_DecodeBlock(buf, (const unsigned char *)b64, (int)n)
+                  : -1;
+    if (len < 0) {
+        free(buf);
+        err(c, GQ_EINVAL, "payload.audio", "audio is not valid base64");
+        return -1;
+    }
+    /* EVP_DecodeBlock counts the padding as zero bytes. */
+    if (n >= 1 && b64[n - 1] == '=')
+        len--;
+    if (n >= 2 && b64[n - 2] == '=')
+        len--;
+    int rc = save_upload(c->d, buf, (size_t)len, name, sizeof name);
+    free(buf);
+    if (rc < 0) {
+        err(c, GQ_EIO, NULL, "cannot store the audio");
+        return -1;
+    }
+    *out = json_deep_copy(payload);
+    json_object_del(*out, "audio");
+    json_object_set_new(*out, "upload", json_string(name));
+    return 0;
+}
+
 /* depends_on: ["j1", ...] plus payload.from_job; each must exist.
  * Returns the count, or -1 after replying 400. */
 static int
@@ -480,7 +561,15 @@ h_submit(struct ctx *c)
         (s.ndeps = parse_deps(c, s.payload, deps)) < 0)
         return;
     s.deps = deps;
+    json_t *converted = NULL;
+    if (audio_upload(c, s.cls, s.payload, &converted) < 0)
+        return;
+    if (converted)
+        s.payload = converted;
     rc = gq_op_submit(c->d, &s, &r, &created);
+    if (rc < 0 && converted)
+        drop_upload_file(c->d, converted);
+    json_decref(converted);
     if (rc < 0) {
         const char *field = rc == GQ_ENOCLASS ? "class"
                             : rc == GQ_ETOOBIG ? "payload"
@@ -1758,22 +1847,11 @@ transcription_dropin(struct ctx *c, int openai)
     }
     /* The audio goes to the page cache here (no fsync: a kill -9 keeps
      * it, a power cut may not); decoding happens on a worker thread. */
-    snprintf(name, sizeof name, "u%lld-%llu.audio", (long long)time(NULL),
-             (unsigned long long)++d->upload_seq);
+    if (save_upload(d, file->data, file->len, name, sizeof name) < 0) {
+        err(c, GQ_EIO, NULL, "cannot store the upload");
+        return;
+    }
     snprintf(path, sizeof path, "%s/%s", d->upload_dir, name);
-    FILE *f = fopen(path, "wb");
-    if (f == NULL || fwrite(file->data, 1, file->len, f) != file->len) {
-        if (f)
-            fclose(f);
-        unlink(path);
-        err(c, GQ_EIO, NULL, "cannot store the upload");
-        return;
-    }
-    if (fclose(f) != 0) {
-        unlink(path);
-        err(c, GQ_EIO, NULL, "cannot store the upload");
-        return;
-    }
     json_t *payload = json_pack("{s:s}", "upload", name);
     const struct gq_mp_part *lang = gq_mp_get(parts, n, "language");
     if (lang && lang->len > 0 && lang->len < 16 &&
