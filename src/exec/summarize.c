@@ -181,6 +181,30 @@ level_pieces(const struct gq_run *r, json_t *prog)
     if (acc)
         json_array_append_new(pieces, json_stringn(acc, alen));
     free(acc);
+    if (json_array_size(pieces) > 1 &&
+        json_array_size(pieces) >= json_array_size(in)) {
+        /* Summaries too long to group: pair them, each cut to half a
+         * piece, so every level at least halves and the job ends. */
+        json_decref(pieces);
+        pieces = json_array();
+        size_t n = json_array_size(in);
+        for (i = 0; i < n; i += 2) {
+            const char *a = json_string_value(json_array_get(in, i));
+            const char *b = i + 1 < n
+                                ? json_string_value(json_array_get(in, i + 1))
+                                : NULL;
+            size_t la = a ? cut_at(a, strlen(a), max / 2) : 0;
+            size_t lb = b ? cut_at(b, strlen(b), max / 2) : 0;
+            char *pair = malloc(la + lb + 3);
+            if (pair == NULL)
+                break;
+            memcpy(pair, a ? a : "", la);
+            memcpy(pair + la, "\n\n", 2);
+            memcpy(pair + la + 2, b ? b : "", lb);
+            json_array_append_new(pieces, json_stringn(pair, la + 2 + lb));
+            free(pair);
+        }
+    }
     return pieces;
 }
 
@@ -295,6 +319,11 @@ sum_start(struct gq_run *r)
         return GQ_EINVAL;
     }
     int level = (int)json_integer_value(json_object_get(s->prog, "level"));
+    if (level > 64) {
+        /* Cannot happen while each level at least halves; a guard. */
+        sum_free(s);
+        return GQ_EINVAL;
+    }
     json_t *pieces = level_pieces(r, s->prog);
     size_t done = json_array_size(json_object_get(s->prog, "outputs"));
     size_t n = json_array_size(pieces);

@@ -72,7 +72,10 @@ gq_wall(const struct gq_daemon *d, int64_t mono)
 static int64_t
 to_mono(const struct gq_daemon *d, int64_t wall)
 {
-    return wall ? wall - d->wall_off_us : 0;
+    /* A time before this boot's monotonic origin is simply "past". */
+    if (wall == 0)
+        return 0;
+    return wall - d->wall_off_us > 0 ? wall - d->wall_off_us : 1;
 }
 
 static void
@@ -532,28 +535,68 @@ wake_jobwaits(struct gq_daemon *d, const struct gq_jobrec *r)
 /* --- dependencies --- */
 
 static int
-block_job(struct gq_daemon *d, struct gq_job *j)
+push_u64(uint64_t **v, size_t *n, size_t *cap, uint64_t x)
 {
+    if (*n == *cap) {
+        size_t c = *cap ? *cap * 2 : 16;
+        uint64_t *nv = realloc(*v, c * sizeof *nv);
+        if (nv == NULL)
+            return GQ_ENOMEM;
+        *v = nv;
+        *cap = c;
+    }
+    (*v)[(*n)++] = x;
+    return 0;
+}
+
+/* Holds j back until its dependencies (deps: a JSON array of seqs) are
+ * done; the list is kept in memory so finishing a job checks only its
+ * own dependents, with no store reads for the others. */
+static int
+block_job(struct gq_daemon *d, struct gq_job *j, const char *deps)
+{
+    json_t *a = deps ? json_loads(deps, 0, NULL) : NULL, *v;
+    size_t i;
     if (d->nblocked == d->capblocked) {
         size_t cap = d->capblocked ? d->capblocked * 2 : 16;
-        uint64_t *v = realloc(d->blocked, cap * sizeof *v);
-        if (v == NULL)
+        struct gq_blocked *nv = realloc(d->blocked, cap * sizeof *nv);
+        if (nv == NULL) {
+            json_decref(a);
             return GQ_ENOMEM;
-        d->blocked = v;
+        }
+        d->blocked = nv;
         d->capblocked = cap;
     }
-    d->blocked[d->nblocked++] = j->seq;
+    struct gq_blocked *b = &d->blocked[d->nblocked];
+    b->seq = j->seq;
+    b->ndeps = 0;
+    b->deps = calloc(json_array_size(a) + 1, sizeof *b->deps);
+    if (b->deps == NULL) {
+        json_decref(a);
+        return GQ_ENOMEM;
+    }
+    json_array_foreach(a, i, v) b->deps[b->ndeps++] =
+        (uint64_t)json_integer_value(v);
+    json_decref(a);
+    d->nblocked++;
     j->blocked = 1;
     j->state = GQ_QUEUED;
     return 0;
 }
 
 static void
+unblock_at(struct gq_daemon *d, size_t i)
+{
+    free(d->blocked[i].deps);
+    d->blocked[i] = d->blocked[--d->nblocked];
+}
+
+static void
 unblock_job(struct gq_daemon *d, struct gq_job *j)
 {
     for (size_t i = 0; i < d->nblocked; i++)
-        if (d->blocked[i] == j->seq) {
-            d->blocked[i] = d->blocked[--d->nblocked];
+        if (d->blocked[i].seq == j->seq) {
+            unblock_at(d, i);
             break;
         }
     j->blocked = 0;
@@ -590,45 +633,64 @@ deps_state(struct gq_daemon *d, const char *deps, uint64_t *bad)
 static void finish_job(struct gq_daemon *d, struct gq_job *j,
                        struct gq_jobrec *r, int64_t now, const char *detail);
 
-/* A job finished: its dependents may now run, or fail. */
+/* A job finished: its dependents may now run, or fail.  A worklist, not
+ * recursion: a failing dependent finishes in turn and is queued here. */
 static void
 wake_dependents(struct gq_daemon *d, uint64_t done_seq)
 {
+    if (push_u64(&d->wakeq, &d->nwake, &d->capwake, done_seq) < 0 ||
+        d->waking)
+        return;
+    d->waking = 1;
     int64_t now = gq_now();
-    for (size_t i = 0; i < d->nblocked;) {
-        struct gq_job *j = gq_jobtab_get(&d->jobs, d->blocked[i]);
-        struct gq_jobrec r = {0};
-        uint64_t bad = 0;
-        if (j == NULL) {
-            d->blocked[i] = d->blocked[--d->nblocked];
-            continue;
-        }
-        if (checked(d, gq_get(d, j->seq, &r), "get") < 0) {
+    while (d->nwake > 0) {
+        uint64_t done = d->wakeq[--d->nwake];
+        for (size_t i = 0; i < d->nblocked;) {
+            struct gq_blocked *b = &d->blocked[i];
+            int hit = done == 0; /* 0: check all (start-up) */
+            for (int k = 0; !hit && k < b->ndeps; k++)
+                hit = b->deps[k] == done;
+            if (!hit) {
+                i++;
+                continue;
+            }
+            struct gq_job *j = gq_jobtab_get(&d->jobs, b->seq);
+            struct gq_jobrec r = {0};
+            uint64_t bad = 0;
+            if (j == NULL) {
+                unblock_at(d, i);
+                continue;
+            }
+            if (checked(d, gq_get(d, j->seq, &r), "get") < 0) {
+                gq_jobrec_clear(&r);
+                d->nwake = 0;
+                d->waking = 0;
+                return;
+            }
+            int st = deps_state(d, r.deps, &bad);
+            if (st == 0) {
+                gq_jobrec_clear(&r);
+                i++;
+                continue;
+            }
+            unblock_at(d, i); /* moves another entry to i */
+            j->blocked = 0;
+            if (st > 0) {
+                gq_sched_enqueue(d->sched, j, now);
+                gq_publish(d, &r, j);
+            } else {
+                char msg[128];
+                snprintf(msg, sizeof msg, "dependency j%llu did not succeed",
+                         (unsigned long long)bad);
+                r.state = GQ_FAILED;
+                set_str(&r.err_code, "dependency_failed");
+                set_str(&r.err_msg, msg);
+                finish_job(d, j, &r, now, NULL); /* queues its own seq */
+            }
             gq_jobrec_clear(&r);
-            return;
         }
-        int st = deps_state(d, r.deps, &bad);
-        (void)done_seq;
-        if (st == 0) {
-            gq_jobrec_clear(&r);
-            i++;
-            continue;
-        }
-        unblock_job(d, j); /* moves another entry to i */
-        if (st > 0) {
-            gq_sched_enqueue(d->sched, j, now);
-            gq_publish(d, &r, j);
-        } else {
-            char msg[128];
-            snprintf(msg, sizeof msg, "dependency j%llu did not succeed",
-                     (unsigned long long)bad);
-            r.state = GQ_FAILED;
-            set_str(&r.err_code, "dependency_failed");
-            set_str(&r.err_msg, msg);
-            finish_job(d, j, &r, now, NULL); /* may recurse: fine */
-        }
-        gq_jobrec_clear(&r);
     }
+    d->waking = 0;
 }
 
 /* The job reached a terminal state: stored, and gone from memory. */
@@ -646,8 +708,16 @@ finish_job(struct gq_daemon *d, struct gq_job *j, struct gq_jobrec *r,
     gq_cb_enqueue(d, r, r->state == GQ_SUCCEEDED ? "succeeded" : "failed");
     gq_publish(d, r, j);
     wake_jobwaits(d, r);
-    gq_http_stream_end(d, r);
-    if (j->owner) {
+    /* The stream's last word waits, like any reply, for durability. */
+    for (struct gq_park *sp = d->parks[GQ_PARK_STREAM]; sp; sp = sp->next)
+        if (sp->seq == r->seq) {
+            push_u64(&d->stream_ends, &d->nstream_ends, &d->capstream_ends,
+                     r->seq);
+            break;
+        }
+    if (j->owner && j->state != GQ_RUNNING) {
+        /* Only a queued lock's owner is a park (a running job's is its
+         * run, already dropped by end_grant). */
         struct gq_park *p = j->owner;
         j->owner = NULL;
         gq_park_free(p);
@@ -878,7 +948,7 @@ run_end(struct gq_run *r, enum gq_run_end how, json_t *result,
     struct gq_runctx *rc = r->ud;
     struct gq_daemon *d = rc->d;
     struct gq_jobrec rec = {0};
-    struct gq_finish f = {GQ_END_COMPLETE, result, NULL, NULL, 0};
+    struct gq_finish f = {GQ_END_COMPLETE, result, NULL, NULL, 0, 1};
     int64_t now = gq_now();
     int bi = (int)(r->bk - d->backends);
     /* Only the backend's own failures count against it: not a request
@@ -980,7 +1050,7 @@ start_run(struct gq_daemon *d, struct gq_job *j, struct gq_jobrec *r,
     }
     /* Could not start: fail the grant now (retryable). */
     struct gq_finish f = {GQ_END_FAIL, NULL, "executor_start",
-                          "the executor could not start", 1};
+                          "the executor could not start", 1, 1};
     struct gq_jobrec rec = {0};
     gq_log(GQ_LOG_ERR, "j%llu: executor start: %s",
            (unsigned long long)j->seq, gq_err_msg(err));
@@ -1069,8 +1139,11 @@ grant(struct gq_daemon *d, struct gq_job *j, int64_t now, int gslot)
         if (p)
             gq_http_grant(d, p, &r, cc->lease_ttl);
     }
-    if (p)
+    if (p) {
+        if (d->batch_failed) /* no grant: the batch fails, say so */
+            gq_reply_err(d, p->req, GQ_ESTORE, NULL, "store failure");
         gq_park_free(p);
+    }
     if (builtin && !d->batch_failed)
         start_run(d, j, &r, gslot, now);
     gq_jobrec_clear(&r);
@@ -1129,6 +1202,9 @@ slot_cb(evutil_socket_t fd, short what, void *arg)
         }
         struct gq_jobrec r = {0};
         if (gq_batch(d) < 0 || checked(d, gq_get(d, j->seq, &r), "get") < 0) {
+            /* The store is not writable now: try again in a second. */
+            struct timeval again = {1, 0};
+            evtimer_add(d->slot_ev[s], &again);
             gq_jobrec_clear(&r);
             return;
         }
@@ -1238,7 +1314,7 @@ gq_op_submit(struct gq_daemon *d, const struct gq_submit *s,
     uint64_t bad = 0;
     int dst = r->deps ? deps_state(d, r->deps, &bad) : 1;
     if (dst == 0) {
-        if (block_job(d, j) < 0) {
+        if (block_job(d, j, r->deps) < 0) {
             d->batch_failed = 1;
             gq_kick(d);
         }
@@ -1280,10 +1356,12 @@ gq_op_cancel(struct gq_daemon *d, uint64_t seq, struct gq_jobrec *r)
         unblock_job(d, j);
     else
         gq_sched_remove(d->sched, j);
-    if (j->owner) {
+    if (j->state == GQ_QUEUED && j->owner) {
         struct gq_park *p = j->owner;
         gq_reply_err(d, p->req, GQ_ESTATE, NULL, "the lock request was "
                      "cancelled");
+        j->owner = NULL;
+        gq_park_free(p);
     }
     r->state = GQ_CANCELLED;
     set_str(&r->err_code, "cancelled");
@@ -1330,7 +1408,7 @@ gq_op_requeue(struct gq_daemon *d, uint64_t seq, struct gq_jobrec *r)
     set_str(&r->err_msg, NULL);
     if (dst == 0) {
         r->state = GQ_QUEUED;
-        if (block_job(d, j) < 0 ||
+        if (block_job(d, j, r->deps) < 0 ||
             store_update(d, r, "{\"requeue\":true}") < 0)
             return GQ_ESTORE;
         gq_publish(d, r, j);
@@ -1353,6 +1431,8 @@ gq_op_finish(struct gq_daemon *d, uint64_t seq, uint64_t token,
         return GQ_ESTALE;
     if ((f->how == GQ_END_RELEASE) != (j->kind == GQ_KIND_LOCK))
         return GQ_ENOENT;
+    if (j->owner != NULL && !f->internal)
+        return GQ_ENOENT; /* a built-in run's lease is gpuqd's own */
     if ((rc = gq_batch(d)) < 0)
         return rc;
     if ((rc = checked(d, gq_get(d, seq, r), "get")) < 0)
@@ -1401,6 +1481,8 @@ gq_op_heartbeat(struct gq_daemon *d, uint64_t seq, uint64_t token,
     struct gq_job *j = gq_jobtab_get(&d->jobs, seq);
     if (j == NULL || j->state != GQ_RUNNING || j->token != token)
         return GQ_ESTALE;
+    if (j->owner != NULL || j->slot < 0)
+        return GQ_ENOENT; /* a built-in run: gpuqd holds that lease */
     const struct gq_class_conf *cc = gq_sched_conf(d->sched, j->cls);
     int64_t now = gq_now();
     j->expires_us = now + (int64_t)(cc->lease_ttl * 1e6);
@@ -1534,8 +1616,8 @@ timer_cb(evutil_socket_t fd, short what, void *arg)
     while ((j = gq_sched_pop_expired(d->sched, now)) != NULL) {
         struct gq_jobrec r = {0};
         if (gq_batch(d) < 0 || checked(d, gq_get(d, j->seq, &r), "get") < 0) {
-            /* Put it back; the batch failure rebuilds state anyway. */
-            j->deadline_us = 0;
+            /* Put it back and try again in a second. */
+            j->deadline_us = now + 1000000;
             gq_sched_enqueue(d->sched, j, now);
             gq_jobrec_clear(&r);
             break;
@@ -1544,6 +1626,8 @@ timer_cb(evutil_socket_t fd, short what, void *arg)
             struct gq_park *p = j->owner;
             gq_reply_err(d, p->req, GQ_ETIMEDOUT, "queue_timeout",
                          "the class's queue_timeout passed");
+            j->owner = NULL;
+            gq_park_free(p);
         }
         r.state = GQ_EXPIRED;
         set_str(&r.err_code, "queue_timeout");
@@ -1630,7 +1714,8 @@ rebuild(struct gq_daemon *d)
     gq_jobtab_each(&d->jobs, drop_run_cb, NULL);
     gq_jobtab_each(&d->jobs, free_job_cb, NULL);
     gq_jobtab_close(&d->jobs);
-    d->nblocked = 0;
+    while (d->nblocked > 0)
+        unblock_at(d, d->nblocked - 1);
     gq_sched_free(d->sched);
     d->sched = gq_sched_new(d->cfg.classes, d->cfg.nclasses, d->cfg.slots,
                             d->cfg.share_by, (uint32_t)gq_now(), msg,
@@ -1641,6 +1726,25 @@ rebuild(struct gq_daemon *d)
         gq_sched_set_draining(d->sched, d->draining);
     if (recover(d, 1) < 0)
         gq_log(GQ_LOG_ERR, "rebuild: %s", d->errbuf);
+    /* A wait on a job whose insert was rolled back must not attach to
+     * the job that gets the same id next. */
+    for (int t = GQ_PARK_JOBWAIT; t <= GQ_PARK_STREAM; t++) {
+        struct gq_park *q, *qn;
+        if (t != GQ_PARK_JOBWAIT && t != GQ_PARK_STREAM)
+            continue;
+        for (q = d->parks[t]; q; q = qn) {
+            struct gq_jobrec r = {0};
+            qn = q->next;
+            if (gq_get(d, q->seq, &r) == GQ_ENOENT) {
+                if (q->type == GQ_PARK_STREAM && q->started)
+                    evhttp_send_reply_end(q->req);
+                else
+                    send_err_now(q->req, GQ_ESTORE);
+                gq_park_free(q);
+            }
+            gq_jobrec_clear(&r);
+        }
+    }
 }
 
 /* --- the end of every loop turn --- */
@@ -1684,6 +1788,7 @@ turn_cb(evutil_socket_t fd, short what, void *arg)
             d->metrics.commit_failures++;
             d->batch_failed = 0;
             d->nhandoff = 0;
+            d->nstream_ends = 0;
             gq_cb_batch_done(d, 0);
             flush_replies(d, 1, rc == GQ_ESTOREFULL ? GQ_ESTOREFULL
                                                      : GQ_ESTORE);
@@ -1701,6 +1806,17 @@ turn_cb(evutil_socket_t fd, short what, void *arg)
 
 /* --- durability: groups wait for the WAL's fdatasync --- */
 
+static void
+end_streams(struct gq_daemon *d, const uint64_t *seqs, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        struct gq_jobrec r = {0};
+        if (gq_get(d, seqs[i], &r) == 0)
+            gq_http_stream_end(d, &r);
+        gq_jobrec_clear(&r);
+    }
+}
+
 /* The batch is durable: reply, publish, start callbacks. */
 static void
 complete_group(struct gq_daemon *d, struct gq_group *g)
@@ -1712,6 +1828,8 @@ complete_group(struct gq_daemon *d, struct gq_group *g)
                     (double)(sent - g->handoff_from[i]) / 1e6);
     publish_batch(d, g->sse);
     gq_cb_activate(d, g->callbacks);
+    end_streams(d, g->stream_ends, g->nstream_ends);
+    free(g->stream_ends);
     free(g);
 }
 
@@ -1731,8 +1849,14 @@ committed(struct gq_daemon *d)
         d->sse_batch = NULL;
         gq_cb_activate(d, gq_cb_take_staged(d));
         d->nhandoff = 0;
+        end_streams(d, d->stream_ends, d->nstream_ends);
+        d->nstream_ends = 0;
         return;
     }
+    g->stream_ends = d->stream_ends;
+    g->nstream_ends = d->nstream_ends;
+    d->stream_ends = NULL;
+    d->nstream_ends = d->capstream_ends = 0;
     g->seq = ++d->commit_seq;
     g->replies = d->pend_head;
     d->pend_head = NULL;
@@ -1819,6 +1943,7 @@ sync_cb(evutil_socket_t fd, short what, void *arg)
             send_list(g->replies, 1, GQ_ESTORE);
             json_decref(g->sse);
             gq_cb_free_list(g->callbacks);
+            free(g->stream_ends);
             free(g);
         }
         d->groups_tail = &d->groups;
@@ -2010,7 +2135,7 @@ recover_one(void *ud, const struct gq_jobrec *r)
     j->deadline_us = to_mono(d, r->deadline_us);
     if (r->deps) {
         /* Decided after the scan, when every job is in memory. */
-        if (block_job(d, j) < 0)
+        if (block_job(d, j, r->deps) < 0)
             return x->rc = GQ_ENOMEM;
         return 0;
     }
@@ -2302,7 +2427,11 @@ gq_daemon_close(struct gq_daemon *d)
         gq_jobtab_close(&d->jobs);
     }
     gq_sched_free(d->sched);
+    while (d->nblocked > 0)
+        unblock_at(d, d->nblocked - 1);
     free(d->blocked);
+    free(d->wakeq);
+    free(d->stream_ends);
     if (d->store)
         gq_store_close(d->store);
     json_decref(d->sse_batch);

@@ -84,6 +84,8 @@ struct gq_group {
     struct gq_pending *replies;
     json_t *sse;                  /* events to publish */
     struct gq_cbd *callbacks;     /* deliveries to start */
+    uint64_t *stream_ends;        /* jobs whose token streams end */
+    size_t nstream_ends;
     int64_t handoff_from[64];
     int nhandoff;
     struct gq_group *next;
@@ -148,8 +150,17 @@ struct gq_daemon {
     struct gq_cbd *cb_active;     /* callback deliveries (callback.c) */
     struct gq_cbd *cb_staged;     /* added by the batch not yet committed */
     uint64_t upload_seq;          /* names uploaded files */
-    uint64_t *blocked;            /* jobs waiting for dependencies */
+    struct gq_blocked {           /* a job waiting for dependencies */
+        uint64_t seq;
+        uint64_t *deps;           /* what it waits for (owned) */
+        int ndeps;
+    } *blocked;
     size_t nblocked, capblocked;
+    uint64_t *wakeq;              /* finished jobs whose dependents to check */
+    size_t nwake, capwake;
+    int waking;                   /* wake_dependents is running */
+    uint64_t *stream_ends;        /* jobs whose streams end after commit */
+    size_t nstream_ends, capstream_ends;
     struct gq_httpc *httpc;       /* backend calls, on the loop */
     struct event *breaker_ev;     /* a circuit's cool-down ends */
     struct event *health_ev[GQ_MAX_BACKENDS];   /* next /health check */
@@ -236,6 +247,7 @@ struct gq_finish {
     json_t *result;               /* complete: result; yield: progress */
     const char *err_code, *err_msg; /* fail */
     int retryable;                /* fail */
+    int internal;                 /* from gpuqd's own executor run */
 };
 int gq_op_finish(struct gq_daemon *d, uint64_t seq, uint64_t token,
                  const struct gq_finish *f, struct gq_jobrec *rec);

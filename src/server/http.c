@@ -187,7 +187,8 @@ gq_job_json(struct gq_daemon *d, const struct gq_jobrec *r)
     if (j && j->state == GQ_RUNNING && r->state == GQ_RUNNING) {
         char lid[64];
         snprintf(lid, sizeof lid, "j%" PRIu64 ".%" PRIu64, j->seq, j->token);
-        json_object_set_new(o, "lease_id", json_string(lid));
+        if (j->owner == NULL) /* a built-in run's lease is gpuqd's own */
+            json_object_set_new(o, "lease_id", json_string(lid));
         struct gq_runctx *rc = j->owner;
         json_object_set_new(o, "slot",
                             json_integer(rc ? rc->group_slot : j->slot));
@@ -924,7 +925,7 @@ static void
 h_complete(struct ctx *c)
 {
     static const char *const fields[] = {"token", "result", NULL};
-    struct gq_finish f = {GQ_END_COMPLETE, NULL, NULL, NULL, 0};
+    struct gq_finish f = {GQ_END_COMPLETE, NULL, NULL, NULL, 0, 0};
     if (check_fields(c, fields) < 0)
         return;
     f.result = json_object_get(c->body, "result");
@@ -935,7 +936,7 @@ static void
 h_fail(struct ctx *c)
 {
     static const char *const fields[] = {"token", "error", "retryable", NULL};
-    struct gq_finish f = {GQ_END_FAIL, NULL, NULL, NULL, 1};
+    struct gq_finish f = {GQ_END_FAIL, NULL, NULL, NULL, 1, 0};
     json_t *e = json_object_get(c->body, "error");
     json_t *rt = json_object_get(c->body, "retryable");
     if (check_fields(c, fields) < 0)
@@ -973,7 +974,7 @@ static void
 h_yield(struct ctx *c)
 {
     static const char *const fields[] = {"token", "progress", NULL};
-    struct gq_finish f = {GQ_END_YIELD, NULL, NULL, NULL, 0};
+    struct gq_finish f = {GQ_END_YIELD, NULL, NULL, NULL, 0, 0};
     if (check_fields(c, fields) < 0)
         return;
     f.result = json_object_get(c->body, "progress");
@@ -1052,7 +1053,7 @@ h_unlock(struct ctx *c)
     uint64_t seq, token;
     const char *t = evhttp_find_header(&c->query, "token");
     char *end;
-    struct gq_finish f = {GQ_END_RELEASE, NULL, NULL, NULL, 0};
+    struct gq_finish f = {GQ_END_RELEASE, NULL, NULL, NULL, 0, 0};
     struct gq_jobrec r = {0};
     if (param_lease(c, &seq, &token) < 0)
         return;
