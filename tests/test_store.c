@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -796,6 +797,40 @@ test_group_commit(void **state)
     assert_int_equal(s.n, 1000);
 }
 
+/* Checkpoints run on the store's own thread: with the main connection's
+ * auto-checkpoint off, the database file still grows as batches commit
+ * (and the WAL does not grow without bound). */
+static void
+test_checkpoint_thread(void **state)
+{
+    struct fixture *fx = *state;
+    char wal[600];
+    struct stat db, w;
+    reopen(fx);
+    for (int b = 0; b < 600; b++) {
+        OK(gq_store_begin(fx->st, fx->err), fx);
+        for (int i = 0; i < 4; i++) {
+            struct gq_jobrec r;
+            mkrec(&r, "a", GQ_QUEUED,
+                  "\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+                  "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"");
+            OK(fx->st->ops->insert(fx->st, &r, fx->err), fx);
+        }
+        OK(gq_store_commit(fx->st, fx->err), fx);
+    }
+    /* The thread runs soon after the WAL passes 1000 pages. */
+    for (int i = 0; i < 200; i++) {
+        assert_int_equal(stat(fx->path, &db), 0);
+        if (db.st_size > 64 * 1024)
+            break;
+        usleep(10000);
+    }
+    assert_true(db.st_size > 64 * 1024);
+    snprintf(wal, sizeof wal, "%s-wal", fx->path);
+    assert_int_equal(stat(wal, &w), 0);
+    assert_true(w.st_size < 64L << 20);
+}
+
 static void
 test_rollback(void **state)
 {
@@ -1071,7 +1106,8 @@ main(void)
         T(test_load_active),    T(test_events),
         T(test_meta),           T(test_purge),
         T(test_migration),      T(test_group_commit),
-        T(test_rollback),       T(test_fault_full),
+        T(test_rollback),       T(test_checkpoint_thread),
+        T(test_fault_full),
         T(test_fault_io),       T(test_fault_sweep),
         T(test_crash_durability),
 #undef T

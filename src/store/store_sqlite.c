@@ -590,6 +590,10 @@ ckpt_main(void *arg)
         db = NULL;
     } else {
         sqlite3_busy_timeout(db, BUSY_TIMEOUT_MS);
+        /* A connection learns that the file is in WAL mode on its first
+         * read; until then a checkpoint does nothing. */
+        sqlite3_exec(db, "SELECT count(*) FROM sqlite_master", NULL, NULL,
+                     NULL);
     }
     pthread_mutex_lock(&s->mu);
     for (;;) {
