@@ -14,17 +14,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "assert.h"
 #include "err.h"
 #include "sched.h"
 
-#define GQ_ASSERT(c)                                                        \
-    do {                                                                    \
-        if (!(c)) {                                                         \
-            fprintf(stderr, "%s:%d: assertion failed: %s\n", __FILE__,      \
-                    __LINE__, #c);                                          \
-            abort();                                                        \
-        }                                                                   \
-    } while (0)
 
 struct sclass {
     struct gq_class_conf conf;

@@ -5,6 +5,8 @@
 
 #include "../core/err.h"
 #include "exec.h"
+#include "httpc.h"
+#include "parse.h"
 
 const struct gq_exec_ops *const gq_executors[4] = {
     [GQ_EXEC_WORKER] = NULL,
@@ -76,6 +78,28 @@ gq_backend_repeated_500(struct gq_backend *b, uint64_t seq, const char *body,
     int same = strcmp(digest, b->last_500) == 0;
     snprintf(b->last_500, sizeof b->last_500, "%s", digest);
     return same;
+}
+
+void
+gq_backend_failure(struct gq_backend *b, uint64_t seq,
+                   const struct gq_call_result *res, char *msg,
+                   size_t msglen, const char **code, int *retryable)
+{
+    *retryable = res->kind == GQ_CALL_RETRYABLE;
+    if (res->status >= 400) {
+        char em[200];
+        gq_parse_error_message(res->body, res->body_len, em, sizeof em);
+        snprintf(msg, msglen, "backend %s answered %d: %s", b->conf.name,
+                 res->status, em);
+        *code = res->status >= 500 ? "backend_5xx" : "backend_4xx";
+        if (res->status >= 500 &&
+            gq_backend_repeated_500(b, seq, res->body, res->body_len))
+            *retryable = 0;
+    } else {
+        snprintf(msg, msglen, "backend %s call failed: %s", b->conf.name,
+                 res->err);
+        *code = "backend_unreachable";
+    }
 }
 
 void

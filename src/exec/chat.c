@@ -222,23 +222,15 @@ done_cb(void *ud, const struct gq_call_result *res)
         r->end(r, GQ_RUN_DONE, res_json, NULL, NULL, 0);
         return;
     }
-    int retryable = res->kind == GQ_CALL_RETRYABLE;
-    const char *code = "backend_error";
+    int retryable;
+    const char *code;
     if (c->failed) {
         snprintf(msg, sizeof msg, "bad reply from the backend: %s", c->err);
         code = "backend_bad_reply";
         retryable = 1;
-    } else if (res->status >= 400) {
-        char em[200];
-        gq_parse_error_message(res->body, res->body_len, em, sizeof em);
-        snprintf(msg, sizeof msg, "backend answered %d: %s", res->status, em);
-        code = res->status >= 500 ? "backend_5xx" : "backend_4xx";
-        if (res->status >= 500 &&
-            gq_backend_repeated_500(r->bk, r->seq, res->body, res->body_len))
-            retryable = 0;
     } else {
-        snprintf(msg, sizeof msg, "backend call failed: %s", res->err);
-        code = "backend_unreachable";
+        gq_backend_failure(r->bk, r->seq, res, msg, sizeof msg, &code,
+                           &retryable);
     }
     /* Tokens already streamed to a listener cannot be taken back. */
     if (c->first)

@@ -59,6 +59,16 @@ int gq_backend_result(struct gq_backend *b, int ok, int64_t now_us);
  * answers client errors with 500), not worth retrying.  Remembers it. */
 int gq_backend_repeated_500(struct gq_backend *b, uint64_t seq,
                             const char *body, size_t len);
+struct gq_call_result;
+/*
+ * Describes a failed backend call of job seq: *code is backend_4xx,
+ * backend_5xx or backend_unreachable; msg says what happened (with the
+ * server's own message); *retryable follows the call's classification,
+ * except that a 500 repeated for the same job is final.
+ */
+void gq_backend_failure(struct gq_backend *b, uint64_t seq,
+                        const struct gq_call_result *res, char *msg,
+                        size_t msglen, const char **code, int *retryable);
 /* Folds one measurement into an EWMA (alpha 0.3; first sample taken). */
 void gq_ewma(double *avg, double sample);
 

@@ -25,17 +25,10 @@
 #include <curl/curl.h>
 #include <event2/event.h>
 
+#include "../core/assert.h"
 #include "../core/err.h"
 #include "httpc.h"
 
-#define GQ_ASSERT(c)                                                        \
-    do {                                                                    \
-        if (!(c)) {                                                         \
-            fprintf(stderr, "%s:%d: assertion failed: %s\n", __FILE__,      \
-                    __LINE__, #c);                                          \
-            abort();                                                        \
-        }                                                                   \
-    } while (0)
 
 /* A socket libcurl asked us to watch; its socketp. */
 struct gq_sock {

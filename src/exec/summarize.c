@@ -225,21 +225,10 @@ sum_done(void *ud, const struct gq_call_result *res)
     char msg[300];
     s->call = NULL;
     if (res->kind != GQ_CALL_OK) {
-        char em[200];
-        int retryable = res->kind == GQ_CALL_RETRYABLE;
-        const char *code = "backend_unreachable";
-        if (res->status >= 400) {
-            gq_parse_error_message(res->body, res->body_len, em, sizeof em);
-            snprintf(msg, sizeof msg, "backend answered %d: %s", res->status,
-                     em);
-            code = res->status >= 500 ? "backend_5xx" : "backend_4xx";
-            if (res->status >= 500 &&
-                gq_backend_repeated_500(r->bk, r->seq, res->body,
-                                        res->body_len))
-                retryable = 0;
-        } else {
-            snprintf(msg, sizeof msg, "backend call failed: %s", res->err);
-        }
+        int retryable;
+        const char *code;
+        gq_backend_failure(r->bk, r->seq, res, msg, sizeof msg, &code,
+                           &retryable);
         r->priv = NULL;
         sum_free(s);
         r->end(r, GQ_RUN_FAIL, NULL, code, msg, retryable);

@@ -253,22 +253,10 @@ tx_done_call(void *ud, const struct gq_call_result *res)
     char msg[300];
     t->call = NULL;
     if (res->kind != GQ_CALL_OK) {
-        char em[200];
-        int retryable = res->kind == GQ_CALL_RETRYABLE;
-        const char *code = "backend_unreachable";
-        if (res->status >= 400) {
-            gq_parse_error_message(res->body, res->body_len, em, sizeof em);
-            snprintf(msg, sizeof msg, "whisper-server answered %d: %s",
-                     res->status, em);
-            code = res->status >= 500 ? "backend_5xx" : "backend_4xx";
-            if (res->status >= 500 &&
-                gq_backend_repeated_500(r->bk, r->seq, res->body,
-                                        res->body_len))
-                retryable = 0;
-        } else {
-            snprintf(msg, sizeof msg, "whisper-server call failed: %s",
-                     res->err);
-        }
+        int retryable;
+        const char *code;
+        gq_backend_failure(r->bk, r->seq, res, msg, sizeof msg, &code,
+                           &retryable);
         r->priv = NULL;
         tx_free(t);
         r->end(r, GQ_RUN_FAIL, NULL, code, msg, retryable);

@@ -16,17 +16,10 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "../core/assert.h"
 #include "../core/err.h"
 #include "workq.h"
 
-#define GQ_ASSERT(c)                                                        \
-    do {                                                                    \
-        if (!(c)) {                                                         \
-            fprintf(stderr, "%s:%d: assertion failed: %s\n", __FILE__,      \
-                    __LINE__, #c);                                          \
-            abort();                                                        \
-        }                                                                   \
-    } while (0)
 
 struct job {
     void (*work)(void *arg);

@@ -21,6 +21,7 @@
 #include <event2/bufferevent.h>
 #include <event2/http.h>
 
+#include "../core/assert.h"
 #include "../core/err.h"
 #include "../exec/httpc.h"
 #include "../exec/workq.h"
@@ -28,14 +29,7 @@
 #include "daemon.h"
 #include "log.h"
 
-#define ASSERT(c)                                                           \
-    do {                                                                    \
-        if (!(c)) {                                                         \
-            gq_log(GQ_LOG_ERR, "%s:%d: assertion failed: %s", __FILE__,     \
-                   __LINE__, #c);                                           \
-            abort();                                                        \
-        }                                                                   \
-    } while (0)
+#define ASSERT(c) GQ_ASSERT(c)
 
 static void turn_cb(evutil_socket_t fd, short what, void *arg);
 static void committed(struct gq_daemon *d);

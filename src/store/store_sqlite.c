@@ -282,6 +282,7 @@ struct gq_sqlite {
     int want, stop;
     atomic_int checkpoints; /* done by the thread, for tests */
     int wal_fd;            /* deferred_sync: the WAL, to fdatasync */
+    int sync_level;        /* PRAGMA synchronous for the checkpointer */
 };
 
 static const struct gq_store_ops sqlite_ops;
@@ -589,7 +590,14 @@ ckpt_main(void *arg)
         sqlite3_close(db);
         db = NULL;
     } else {
+        char pragma[48];
         sqlite3_busy_timeout(db, BUSY_TIMEOUT_MS);
+        /* With synchronous = off nothing is synced, checkpoints included;
+         * otherwise NORMAL syncs the WAL before and the database after
+         * each checkpoint, as FULL would. */
+        snprintf(pragma, sizeof pragma, "PRAGMA synchronous = %d",
+                 s->sync_level ? 1 : 0);
+        sqlite3_exec(db, pragma, NULL, NULL, NULL);
         /* A connection learns that the file is in WAL mode on its first
          * read; until then a checkpoint does nothing. */
         sqlite3_exec(db, "SELECT count(*) FROM sqlite_master", NULL, NULL,
@@ -1131,6 +1139,7 @@ gq_store_sqlite_open(const char *path, const struct gq_sqlite_opts *o,
         fail_msg(GQ_ENOMEM, "out of memory", err);
         goto bad;
     }
+    s->sync_level = sync;
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
     if (pthread_create(&s->ckpt, NULL, ckpt_main, s) != 0) {
