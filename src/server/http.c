@@ -24,6 +24,7 @@
 #include "../core/err.h"
 #include "daemon.h"
 #include "multipart.h"
+#include "ui.h"
 #include "log.h"
 
 #define MAX_SEGS 6
@@ -1894,6 +1895,16 @@ h_openai_transcriptions(struct ctx *c)
     transcription_dropin(c, 1);
 }
 
+/* GET / and /ui/...: the dashboard's built-in files. */
+static void
+h_ui(struct ctx *c)
+{
+    const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(
+        c->req));
+    if (gq_ui_serve(c->req, path) < 0)
+        err(c, GQ_ENOENT, NULL, "no such file");
+}
+
 /* Test hook, only with --fault-injection: arms the store's failures. */
 static void
 h_fault(struct ctx *c)
@@ -1954,6 +1965,8 @@ static const struct route routes[] = {
     {EVHTTP_REQ_POST, "/inference", h_whisper_inference, 0},
     {EVHTTP_REQ_POST, "/v1/audio/transcriptions", h_openai_transcriptions,
      0},
+    {EVHTTP_REQ_GET, "/", h_ui, 0},
+    {EVHTTP_REQ_GET, "/ui/*", h_ui, 0},
 };
 
 /* Splits a path into at most MAX_SEGS segments (modifies buf). */
