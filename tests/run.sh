@@ -77,12 +77,15 @@ if [ "$mode" != unit ]; then
     [ -x /usr/bin/python3 ] && py=/usr/bin/python3
     # tests/fake checks the fake inference server against the recorded
     # exchanges; tests/integration drives the real daemon.
-    for suite in fake integration; do
+    # clients/python/tests checks the Python client against the daemon.
+    for suite in fake integration client; do
+    dir=tests/$suite top=tests/$suite
+    [ "$suite" = client ] && dir=clients/python/tests top=clients/python
     echo "== $suite: $py -m unittest (gpuqd: $bin/gpuqd)"
     (cd "$root" &&
         GPUQD="$bin/gpuqd" GPUQ="$bin/gpuq" PYTHONDONTWRITEBYTECODE=1 \
-            "$py" -m unittest discover -s tests/$suite \
-            -t tests/$suite -v) >"$tmp/py" 2>&1
+            "$py" -m unittest discover -s "$dir" \
+            -t "$top" -v) >"$tmp/py" 2>&1
     rc=$?
     cat "$tmp/py"
     # unittest ends with "Ran N tests in ..." and "OK (skipped=S)" or
