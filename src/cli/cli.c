@@ -11,8 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../core/err.h"
-
 void
 gq_cli_errf(const char *fmt, ...)
 {
@@ -101,86 +99,64 @@ gq_cli_global_opt(struct gq_cli *c, int ch, const char *arg)
 int
 gq_cli_connect(struct gq_cli *c)
 {
-    int err;
-
-    if (c->http_ready)
-        return 0;
-    err = gq_httpc_init(&c->http, c->url);
-    if (err != 0) {
-        gq_httpc_close(&c->http);
-        snprintf(c->http.errbuf, sizeof(c->http.errbuf), "%s",
-                 err == GQ_ENOMEM ? "out of memory" : "want http://HOST:PORT");
-        return err;
+    if (c->client)
+        return GQ_EXIT_OK;
+    if (gpuq_url_check(c->url) != 0) {
+        gq_cli_errf("bad server URL '%s': want http://HOST:PORT", c->url);
+        return GQ_EXIT_USAGE;
     }
-    c->http_ready = 1;
+    c->client = gpuq_client_new(c->url, NULL);
+    if (!c->client) {
+        gq_cli_errf("%s: out of memory", c->url);
+        return GQ_EXIT_HTTP;
+    }
+    gpuq_client_set_timeout(c->client, c->timeout_s);
+    return GQ_EXIT_OK;
+}
+
+int
+gq_cli_reply(int rc, const struct gpuq_response *r, json_t **out)
+{
+    if (out)
+        *out = NULL;
+    if (rc != 0 && rc != GPUQ_EHTTP && rc != GPUQ_EPROTO)
+        return rc;
+    if (out && r->len > 0)
+        *out = json_loadb(r->body, r->len, JSON_DECODE_ANY, NULL);
     return 0;
 }
 
 int
-gq_cli_call(struct gq_cli *c, const char *method, const char *path,
-            json_t *body, long timeout_s, int interruptible,
-            struct gq_httpc_resp *r, json_t **out)
+gq_cli_report(struct gq_cli *c, int err, const struct gpuq_response *r)
 {
-    char *text = NULL;
-    int err;
-
-    memset(r, 0, sizeof(*r));
-    r->retry_after = -1;
-    if (out)
-        *out = NULL;
-    err = gq_cli_connect(c);
-    if (err != 0)
-        return err;
-    if (body) {
-        text = json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY);
-        if (!text) {
-            snprintf(c->http.errbuf, sizeof(c->http.errbuf),
-                     "out of memory");
-            return GQ_ENOMEM;
-        }
-    }
-    err = gq_httpc_request(&c->http, method, path, text,
-                           timeout_s ? timeout_s : c->timeout_s,
-                           interruptible, r);
-    free(text);
-    if (err == 0 && out && r->len > 0)
-        *out = json_loadb(r->body, r->len, JSON_DECODE_ANY, NULL);
-    return err;
-}
-
-int
-gq_cli_report(struct gq_cli *c, int err, const struct gq_httpc_resp *r,
-              json_t *reply)
-{
-    json_t *e;
-    const char *code, *msg, *field;
+    const char *why = c->client ? gpuq_client_errmsg(c->client) : "";
 
     switch (err) {
     case 0:
         break;
-    case GQ_EINVAL:
-        gq_cli_errf("bad server URL '%s': %s", c->url, c->http.errbuf);
+    case GPUQ_EURL:
+        gq_cli_errf("bad server URL '%s': %s", c->url, why);
         return GQ_EXIT_USAGE;
-    case GQ_ETOOBIG:
-    case GQ_ENOMEM:
-        gq_cli_errf("%s: %s", c->url, c->http.errbuf);
+    case GPUQ_EINVAL:
+        gq_cli_errf("%s", why);
+        return GQ_EXIT_USAGE;
+    case GPUQ_ETOOBIG:
+    case GPUQ_ENOMEM:
+        gq_cli_errf("%s: %s", c->url, why);
         return GQ_EXIT_HTTP;
     default:
-        gq_cli_errf("cannot reach gpuqd at %s: %s", c->url, c->http.errbuf);
+        gq_cli_errf("cannot reach gpuqd at %s: %s", c->url, why);
         return GQ_EXIT_CONN;
     }
-    e = reply ? json_object_get(reply, "error") : NULL;
-    code = gq_cli_str(e, "code");
-    msg = gq_cli_str(e, "message");
-    field = gq_cli_str(e, "field");
-    if (code || msg)
+    if (r->error_code || r->error_message)
         fprintf(stderr, "gpuq: HTTP %ld %s: %s", r->status,
-                code ? code : "error", msg ? msg : "(no message)");
+                r->error_code ? r->error_code : "error",
+                r->error_message ? r->error_message : "(no message)");
     else
         fprintf(stderr, "gpuq: HTTP %ld: %.200s", r->status,
                 r->body ? r->body : "(no body)");
-    if (field)
-        fprintf(stderr, " (field: %s)", field);
+    if (r->error_field)
+        fprintf(stderr, " (field: %s)", r->error_field);
     if (r->retry_after >= 0)
         fprintf(stderr, " (retry after %lds)", r->retry_after);
     fputc('\n', stderr);
@@ -188,29 +164,28 @@ gq_cli_report(struct gq_cli *c, int err, const struct gq_httpc_resp *r,
 }
 
 int
-gq_cli_do(struct gq_cli *c, const char *method, const char *path,
-          json_t *body, long timeout_s, struct gq_httpc_resp *r, json_t **out)
+gq_cli_do(struct gq_cli *c, int rc, struct gpuq_response *r, json_t **out)
 {
-    int err, code = GQ_EXIT_OK;
+    int err = gq_cli_reply(rc, r, out), code = GQ_EXIT_OK;
 
-    err = gq_cli_call(c, method, path, body, timeout_s, 0, r, out);
     if (err != 0 || r->status < 200 || r->status > 299)
-        code = gq_cli_report(c, err, r, *out);
+        code = gq_cli_report(c, err, r);
     else if (r->len > 0 && !*out) {
-        gq_cli_errf("malformed reply from %s%s: %.200s", c->url, path,
-                    r->body);
+        /* libgpuq's typed calls check that a 2xx body is JSON. */
+        gq_cli_errf("%s", rc == GPUQ_EPROTO ? gpuq_client_errmsg(c->client)
+                                            : "malformed reply");
         code = GQ_EXIT_HTTP;
     }
     if (code != GQ_EXIT_OK) {
         json_decref(*out);
         *out = NULL;
-        gq_httpc_resp_free(r);
+        gpuq_response_free(r);
     }
     return code;
 }
 
 void
-gq_cli_print(const struct gq_cli *c, const struct gq_httpc_resp *r,
+gq_cli_print(const struct gq_cli *c, const struct gpuq_response *r,
              json_t *reply)
 {
     if (c->json || !reply) {
@@ -228,29 +203,7 @@ gq_cli_print(const struct gq_cli *c, const struct gq_httpc_resp *r,
 int
 gq_cli_esc(const char *s, char *buf, size_t len)
 {
-    static const char hex[] = "0123456789ABCDEF";
-    size_t k = 0;
-
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-            (ch >= '0' && ch <= '9') || ch == '-' || ch == '.' ||
-            ch == '_' || ch == '~') {
-            if (k + 1 >= len)
-                return -1;
-            buf[k++] = (char)ch;
-        } else {
-            if (k + 3 >= len)
-                return -1;
-            buf[k++] = '%';
-            buf[k++] = hex[ch >> 4];
-            buf[k++] = hex[ch & 15];
-        }
-    }
-    if (k >= len)
-        return -1;
-    buf[k] = '\0';
-    return 0;
+    return gpuq_escape(s, buf, len) == 0 ? 0 : -1;
 }
 
 int
@@ -279,15 +232,6 @@ gq_cli_parse_secs(const char *s, double *out)
         return -1;
     *out = v;
     return 0;
-}
-
-json_t *
-gq_cli_json_secs(double s)
-{
-    /* No floor(): the CLI does not link libm. */
-    if (s < 9e15 && (double)(long long)s == s)
-        return json_integer((json_int_t)s);
-    return json_real(s);
 }
 
 int
@@ -344,6 +288,15 @@ gq_cli_int(json_t *obj, const char *key, long long dflt)
     json_t *v = obj ? json_object_get(obj, key) : NULL;
 
     return json_is_integer(v) ? (long long)json_integer_value(v) : dflt;
+}
+
+int
+gq_cli_utf8(const char *s)
+{
+    json_t *v = json_string(s); /* NULL for invalid UTF-8 */
+
+    json_decref(v);
+    return v != NULL;
 }
 
 int

@@ -1,7 +1,7 @@
 /*
  * cli.h - what the gpuq commands share: the exit codes, the per-run
  * context (server URL, --json, --timeout), the command table's entry type,
- * and small helpers for calling the API and printing its replies.
+ * and helpers that turn libgpuq's results into messages and exit codes.
  *
  * Commands return an exit code; only main() exits.  Every message meant
  * for the user goes through gq_cli_errf (stderr, "gpuq: " prefix).
@@ -15,10 +15,10 @@
 
 #include <jansson.h>
 
-#include "http.h"
+#include <gpuq.h>
 
-#define GQ_CLI_VERSION "0.1.0"
-#define GQ_CLI_DEFAULT_URL "http://127.0.0.1:7707"
+#define GQ_CLI_VERSION GPUQ_VERSION
+#define GQ_CLI_DEFAULT_URL GPUQ_DEFAULT_URL
 #define GQ_CLI_DEFAULT_TIMEOUT 30 /* seconds per ordinary request */
 
 /* The exit codes, documented in doc/cli.md and `gpuq --help`. */
@@ -50,8 +50,7 @@ struct gq_cli {
     int json;                 /* --json: print the server's JSON */
     long timeout_s;           /* --timeout: limit of ordinary requests */
     const struct gq_cmd *cmd; /* the command being run */
-    int http_ready;           /* http is initialised */
-    struct gq_httpc http;      /* initialised on first use */
+    struct gpuq_client *client; /* made by gq_cli_connect; main frees it */
 };
 
 /*
@@ -86,43 +85,39 @@ int gq_cli_usage(const struct gq_cli *c, const char *fmt, ...)
 void gq_cli_errf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /*
- * Initialises c->http for c->url unless done already.  Returns 0, or
- * GQ_EINVAL (bad URL) / GQ_ENOMEM with the reason in c->http.errbuf.
+ * Makes c->client for c->url, with c->timeout_s, unless made already.
+ * Returns 0, or an exit code after saying why (2 for a bad URL, 1 when
+ * out of memory).
  */
 int gq_cli_connect(struct gq_cli *c);
 
 /*
- * Makes one API call.  body (may be NULL) is serialised, not freed.  The
- * call may take timeout_s (0 = c->timeout_s); interruptible as for
- * gq_httpc_request.  On 0 (a reply came, whatever its status) r holds it
- * and *out (if out is not NULL) its parsed JSON or NULL when it had none;
- * the caller frees both.  Otherwise returns the GQ_E* code of
- * gq_httpc_request, with the reason in c->http.errbuf, and leaves *out
+ * The result rc of a libgpuq call on c->client in the CLI's terms:
+ * returns 0 when a reply came, whatever its status (rc 0, GPUQ_EHTTP or
+ * GPUQ_EPROTO; see r->status), with *out (if out is not NULL) its parsed
+ * JSON or NULL when it had none; the caller frees both.  Otherwise
+ * returns rc, with the reason in gpuq_client_errmsg, and leaves *out
  * NULL.
  */
-int gq_cli_call(struct gq_cli *c, const char *method, const char *path,
-                json_t *body, long timeout_s, int interruptible,
-                struct gq_httpc_resp *r, json_t **out);
+int gq_cli_reply(int rc, const struct gpuq_response *r, json_t **out);
 
 /*
- * gq_cli_call for the common case: returns 0 on a 2xx reply, otherwise
- * prints why and returns the exit code (1 for an HTTP error, 3 when the
- * server could not be reached, 2 for a bad URL).  r and *out as above;
- * on failure both are already freed.
+ * gq_cli_reply for the common case: returns 0 on a 2xx reply (whose body,
+ * if any, is JSON), otherwise prints why and returns the exit code (1 for
+ * an HTTP error, 3 when the server could not be reached, 2 for a bad
+ * URL).  r and *out as above; on failure both are already freed.
  */
-int gq_cli_do(struct gq_cli *c, const char *method, const char *path,
-              json_t *body, long timeout_s, struct gq_httpc_resp *r,
+int gq_cli_do(struct gq_cli *c, int rc, struct gpuq_response *r,
               json_t **out);
 
 /*
- * Prints why a call failed (err from gq_cli_call, or 0 and an error
- * reply in r/reply) and returns the matching exit code.
+ * Prints why a call failed (err from gq_cli_reply, or 0 and an error
+ * reply in r) and returns the matching exit code.
  */
-int gq_cli_report(struct gq_cli *c, int err, const struct gq_httpc_resp *r,
-                  json_t *reply);
+int gq_cli_report(struct gq_cli *c, int err, const struct gpuq_response *r);
 
 /* Prints a reply: its raw body under --json, else pretty JSON. */
-void gq_cli_print(const struct gq_cli *c, const struct gq_httpc_resp *r,
+void gq_cli_print(const struct gq_cli *c, const struct gpuq_response *r,
                   json_t *reply);
 
 /*
@@ -136,9 +131,6 @@ int gq_cli_parse_long(const char *s, long min, long max, long *out);
 
 /* Parses a number of seconds >= 0 (fractions allowed); 0 or -1. */
 int gq_cli_parse_secs(const char *s, double *out);
-
-/* A JSON number for seconds: an integer when whole.  NULL on ENOMEM. */
-json_t *gq_cli_json_secs(double s);
 
 /*
  * Adds "K=V" to obj as a string member.  Returns 0, -1 when kv has no '='
@@ -154,6 +146,9 @@ const char *gq_cli_str(json_t *obj, const char *key);
 
 /* obj[key] as an integer, or dflt when absent or not an integer. */
 long long gq_cli_int(json_t *obj, const char *key, long long dflt);
+
+/* 1 when s is valid UTF-8 (what JSON strings must be). */
+int gq_cli_utf8(const char *s);
 
 /* 1 when state names a terminal job state. */
 int gq_cli_terminal(const char *state);

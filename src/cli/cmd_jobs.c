@@ -99,21 +99,19 @@ parse_payload(const char *arg)
     return v;
 }
 
-/* Takes exactly one positional argument, an id, into path "/v1/jobs/ID". */
+/*
+ * Takes exactly one positional argument, a job id, which must escape to
+ * fewer than ID_MAX bytes.  Returns 0 or an exit code.
+ */
 static int
-job_path(struct gq_cli *c, int argc, char **argv, const char *suffix,
-         char *path, size_t len)
+job_arg(struct gq_cli *c, int argc, char **argv)
 {
     char id[ID_MAX];
-    int n;
 
     if (optind + 1 != argc)
         return gq_cli_usage(c, optind >= argc ? "missing the job ID"
                                               : "too many arguments");
     if (gq_cli_esc(argv[optind], id, sizeof(id)) < 0)
-        return gq_cli_usage(c, "job ID too long");
-    n = snprintf(path, len, "/v1/jobs/%s%s", id, suffix);
-    if (n < 0 || (size_t)n >= len)
         return gq_cli_usage(c, "job ID too long");
     return GQ_EXIT_OK;
 }
@@ -138,24 +136,22 @@ only_global_opts(struct gq_cli *c, int argc, char **argv)
 
 /* Long-polls the job until it is terminal; returns an exit code. */
 static int
-wait_job(struct gq_cli *c, const char *id, struct gq_httpc_resp *r,
+wait_job(struct gq_cli *c, const char *id, struct gpuq_response *r,
          json_t **job)
 {
-    char esc[ID_MAX], path[ID_MAX + 64];
+    char esc[ID_MAX];
     int code;
 
     if (gq_cli_esc(id, esc, sizeof(esc)) < 0) {
         gq_cli_errf("job id from server too long");
         return GQ_EXIT_HTTP;
     }
-    snprintf(path, sizeof(path), "/v1/jobs/%s?wait=%d", esc, SUBMIT_POLL_S);
     while (!gq_cli_terminal(gq_cli_str(*job, "state"))) {
         json_decref(*job);
         *job = NULL;
-        gq_httpc_resp_free(r);
-        code = gq_cli_do(c, "GET", path, NULL,
-                         c->timeout_s ? SUBMIT_POLL_S + c->timeout_s : 0, r,
-                         job);
+        gpuq_response_free(r);
+        code = gq_cli_do(c, gpuq_client_get(c->client, id, SUBMIT_POLL_S, r),
+                         r, job);
         if (code != GQ_EXIT_OK)
             return code;
         if (!json_is_object(*job)) {
@@ -179,13 +175,17 @@ gq_cmd_submit(struct gq_cli *c, int argc, char **argv)
         GQ_CLI_GLOBAL_OPTS,
         {0, 0, 0, 0},
     };
-    struct gq_httpc_resp r = {0};
-    json_t *body = json_object(), *meta = json_object(), *job = NULL, *v;
+    struct gpuq_submit_opts o;
+    struct gpuq_response r;
+    json_t *payload = NULL, *meta = json_object(), *job = NULL, *v;
+    char *payload_text = NULL, *meta_text = NULL;
     int ch, code = GQ_EXIT_OK, wait = 0;
     long prio;
     double secs;
 
-    if (!body || !meta) {
+    gpuq_submit_opts_init(&o);
+    gpuq_response_init(&r);
+    if (!meta) {
         gq_cli_errf("out of memory");
         code = GQ_EXIT_HTTP;
         goto out;
@@ -201,7 +201,8 @@ gq_cmd_submit(struct gq_cli *c, int argc, char **argv)
                 code = GQ_EXIT_USAGE;
                 goto out;
             }
-            json_object_set_new(body, "payload", v);
+            json_decref(payload);
+            payload = v;
             break;
         case 'm':
             if (gq_cli_meta_add(meta, optarg) < 0) {
@@ -215,18 +216,17 @@ gq_cmd_submit(struct gq_cli *c, int argc, char **argv)
                 code = gq_cli_usage(c, "--priority wants an integer");
                 goto out;
             }
-            json_object_set_new(body, "priority", json_integer(prio));
+            o.priority = prio;
             break;
         case 'k':
-            json_object_set_new(body, "idempotency_key", json_string(optarg));
+            o.idempotency_key = optarg;
             break;
         case 'q':
             if (gq_cli_parse_secs(optarg, &secs) < 0) {
                 code = gq_cli_usage(c, "--queue-timeout wants seconds >= 0");
                 goto out;
             }
-            json_object_set_new(body, "queue_timeout",
-                                gq_cli_json_secs(secs));
+            o.queue_timeout = secs;
             break;
         case 'w':
             wait = 1;
@@ -243,13 +243,33 @@ gq_cmd_submit(struct gq_cli *c, int argc, char **argv)
                                               : "too many arguments");
         goto out;
     }
-    if (json_object_set_new(body, "class", json_string(argv[optind])) != 0 ||
-        (json_object_size(meta) > 0 &&
-         json_object_set(body, "metadata", meta) != 0)) {
+    if (!gq_cli_utf8(argv[optind])) {
         code = gq_cli_usage(c, "CLASS must be UTF-8");
         goto out;
     }
-    code = gq_cli_do(c, "POST", "/v1/jobs", body, 0, &r, &job);
+    if (o.idempotency_key && !gq_cli_utf8(o.idempotency_key)) {
+        code = gq_cli_usage(c, "--key must be UTF-8");
+        goto out;
+    }
+    o.cls = argv[optind];
+    if (payload) {
+        payload_text = json_dumps(payload, JSON_COMPACT | JSON_ENCODE_ANY);
+        o.payload = payload_text;
+    }
+    if (json_object_size(meta) > 0) {
+        meta_text = json_dumps(meta, JSON_COMPACT);
+        o.metadata = meta_text;
+    }
+    if ((payload && !payload_text) || (json_object_size(meta) > 0 &&
+                                       !meta_text)) {
+        gq_cli_errf("out of memory");
+        code = GQ_EXIT_HTTP;
+        goto out;
+    }
+    code = gq_cli_connect(c);
+    if (code != GQ_EXIT_OK)
+        goto out;
+    code = gq_cli_do(c, gpuq_client_submit(c->client, &o, &r), &r, &job);
     if (code != GQ_EXIT_OK)
         goto out;
     if (!json_is_object(job) || !gq_cli_str(job, "id")) {
@@ -273,56 +293,57 @@ gq_cmd_submit(struct gq_cli *c, int argc, char **argv)
         }
     }
 out:
-    json_decref(body);
+    json_decref(payload);
     json_decref(meta);
     json_decref(job);
-    gq_httpc_resp_free(&r);
+    free(payload_text);
+    free(meta_text);
+    gpuq_response_free(&r);
     return code;
 }
 
 int
 gq_cmd_get(struct gq_cli *c, int argc, char **argv)
 {
-    struct gq_httpc_resp r;
+    struct gpuq_response r;
     json_t *job = NULL;
-    char path[ID_MAX + 64];
     int code = only_global_opts(c, argc, argv);
 
     if (code >= 0)
         return code;
-    code = job_path(c, argc, argv, "", path, sizeof(path));
+    code = job_arg(c, argc, argv);
+    if (code == GQ_EXIT_OK)
+        code = gq_cli_connect(c);
     if (code != GQ_EXIT_OK)
         return code;
-    code = gq_cli_do(c, "GET", path, NULL, 0, &r, &job);
+    code = gq_cli_do(c, gpuq_client_get(c->client, argv[optind], 0, &r), &r,
+                     &job);
     if (code != GQ_EXIT_OK)
         return code;
     gq_cli_print(c, &r, job);
     json_decref(job);
-    gq_httpc_resp_free(&r);
+    gpuq_response_free(&r);
     return GQ_EXIT_OK;
 }
 
 /* cancel and requeue: POST /v1/jobs/ID/ACTION, print "ID STATE". */
 static int
-job_action(struct gq_cli *c, int argc, char **argv, const char *suffix)
+job_action(struct gq_cli *c, int argc, char **argv,
+           int (*action)(struct gpuq_client *, const char *,
+                         struct gpuq_response *))
 {
-    struct gq_httpc_resp r;
-    json_t *job = NULL, *empty = json_object();
-    char path[ID_MAX + 64];
+    struct gpuq_response r;
+    json_t *job = NULL;
     int code = only_global_opts(c, argc, argv);
 
-    if (code < 0)
-        code = job_path(c, argc, argv, suffix, path, sizeof(path));
-    if (code != GQ_EXIT_OK) {
-        json_decref(empty);
+    if (code >= 0)
         return code;
-    }
-    if (!empty) {
-        gq_cli_errf("out of memory");
-        return GQ_EXIT_HTTP;
-    }
-    code = gq_cli_do(c, "POST", path, empty, 0, &r, &job);
-    json_decref(empty);
+    code = job_arg(c, argc, argv);
+    if (code == GQ_EXIT_OK)
+        code = gq_cli_connect(c);
+    if (code != GQ_EXIT_OK)
+        return code;
+    code = gq_cli_do(c, action(c->client, argv[optind], &r), &r, &job);
     if (code != GQ_EXIT_OK)
         return code;
     if (c->json)
@@ -331,37 +352,29 @@ job_action(struct gq_cli *c, int argc, char **argv, const char *suffix)
         printf("%s %s\n", gq_cli_str(job, "id") ? gq_cli_str(job, "id") : "?",
                gq_cli_str(job, "state") ? gq_cli_str(job, "state") : "?");
     json_decref(job);
-    gq_httpc_resp_free(&r);
+    gpuq_response_free(&r);
     return GQ_EXIT_OK;
 }
 
 int
 gq_cmd_cancel(struct gq_cli *c, int argc, char **argv)
 {
-    return job_action(c, argc, argv, "/cancel");
+    return job_action(c, argc, argv, gpuq_client_cancel);
 }
 
 int
 gq_cmd_requeue(struct gq_cli *c, int argc, char **argv)
 {
-    return job_action(c, argc, argv, "/requeue");
+    return job_action(c, argc, argv, gpuq_client_requeue);
 }
 
-/* Appends "&name=escaped value" to the query in q. */
+/* A query value must escape to fewer than 512 bytes; NULL is fine. */
 static int
-query_add(char *q, size_t len, const char *name, const char *value)
+query_ok(const char *value)
 {
     char esc[512];
-    size_t used = strlen(q);
-    int n;
 
-    if (!value)
-        return 0;
-    if (gq_cli_esc(value, esc, sizeof(esc)) < 0)
-        return -1;
-    n = snprintf(q + used, len - used, "%s%s=%s", used ? "&" : "?", name,
-                 esc);
-    return n < 0 || (size_t)n >= len - used ? -1 : 0;
+    return !value || gq_cli_esc(value, esc, sizeof(esc)) == 0;
 }
 
 static void
@@ -394,13 +407,13 @@ gq_cmd_ls(struct gq_cli *c, int argc, char **argv)
         GQ_CLI_GLOBAL_OPTS,
         {0, 0, 0, 0},
     };
-    const char *cls = NULL, *state = NULL, *limit = NULL;
-    char after[ID_MAX] = "", path[2048];
-    struct gq_httpc_resp r;
+    const char *cls = NULL, *state = NULL;
+    char after[ID_MAX] = "";
+    struct gpuq_response r;
     json_t *page, *jobs, *j;
     int ch, code, all = 0, printed = 0;
     size_t i;
-    long n;
+    long n, limit = 0;
 
     for (;;) {
         ch = getopt_long(argc, argv, "h", opts, NULL);
@@ -416,7 +429,7 @@ gq_cmd_ls(struct gq_cli *c, int argc, char **argv)
         case 'l':
             if (gq_cli_parse_long(optarg, 1, 1000, &n) < 0)
                 return gq_cli_usage(c, "--limit wants 1..1000");
-            limit = optarg;
+            limit = n;
             break;
         case 'a':
             snprintf(after, sizeof(after), "%s", optarg);
@@ -437,25 +450,23 @@ gq_cmd_ls(struct gq_cli *c, int argc, char **argv)
     else if (!c->json)
         printf("%-10s %-16s %-10s %5s %5s %8s %s\n", "ID", "CLASS", "STATE",
                "PRI", "ATT", "WAIT", "REASON");
+    if (!query_ok(cls) || !query_ok(state) || !query_ok(after))
+        return gq_cli_usage(c, "arguments too long");
+    code = gq_cli_connect(c);
+    if (code != GQ_EXIT_OK)
+        return code;
     for (;;) {
-        path[0] = '\0';
-        if (query_add(path, sizeof(path), "class", cls) < 0 ||
-            query_add(path, sizeof(path), "state", state) < 0 ||
-            query_add(path, sizeof(path), "limit", limit) < 0 ||
-            query_add(path, sizeof(path), "after", after[0] ? after : NULL))
-            return gq_cli_usage(c, "arguments too long");
-        {
-            char full[2100];
-            snprintf(full, sizeof(full), "/v1/jobs%s", path);
-            code = gq_cli_do(c, "GET", full, NULL, 0, &r, &page);
-        }
+        code = gq_cli_do(c,
+                         gpuq_client_list(c->client, cls, state, limit,
+                                          after[0] ? after : NULL, &r),
+                         &r, &page);
         if (code != GQ_EXIT_OK)
             return code;
         jobs = json_object_get(page, "jobs");
         if (!json_is_array(jobs)) {
             gq_cli_errf("malformed job list from server");
             json_decref(page);
-            gq_httpc_resp_free(&r);
+            gpuq_response_free(&r);
             return GQ_EXIT_HTTP;
         }
         if (c->json && !all)
@@ -473,7 +484,7 @@ gq_cmd_ls(struct gq_cli *c, int argc, char **argv)
         if (json_is_string(j))
             snprintf(after, sizeof(after), "%s", json_string_value(j));
         json_decref(page);
-        gq_httpc_resp_free(&r);
+        gpuq_response_free(&r);
         if (!after[0] || !all)
             break;
     }

@@ -7,13 +7,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../core/err.h"
 #include "cli.h"
 #include "grant.h"
 #include "run.h"
 #include "sig.h"
 
-#define LOCK_DEFAULT_WAIT_S 30 /* the server's default, for our timeout */
 
 /* The first stop signal pending in the self-pipe, else SIGINT. */
 static int
@@ -29,17 +27,17 @@ stop_signal(void)
 
 /* POST /v1/locks until granted; returns an exit code. */
 static int
-acquire(struct gq_cli *c, json_t *body, long wait_s, struct gq_grant *g,
-        char *job_id, size_t len)
+acquire(struct gq_cli *c, const char *cls, const char *holder, long wait_s,
+        const char *fields, struct gq_grant *g, char *job_id, size_t len)
 {
-    struct gq_httpc_resp r;
+    struct gpuq_response r;
     json_t *reply = NULL;
-    long timeout = c->timeout_s ? wait_s + c->timeout_s : 0;
-    int err, code;
+    int rc, err, code;
 
-    c->http.stop = &gq_sig_stop;
-    err = gq_cli_call(c, "POST", "/v1/locks", body, timeout, 1, &r, &reply);
-    c->http.stop = NULL;
+    gpuq_client_set_abort(c->client, gq_sig_abort, NULL);
+    rc = gpuq_client_lock(c->client, cls, holder, wait_s, fields, &r);
+    gpuq_client_set_abort(c->client, NULL, NULL);
+    err = gq_cli_reply(rc, &r, &reply);
     if (err != 0 && gq_sig_stop) {
         /* The server cancels a lock waiter that disconnects. */
         code = 128 + stop_signal();
@@ -54,10 +52,10 @@ acquire(struct gq_cli *c, json_t *body, long wait_s, struct gq_grant *g,
         gq_cli_errf("timed out waiting for the lock");
         code = GQ_EXIT_TIMEOUT;
     } else {
-        code = gq_cli_report(c, err, &r, reply);
+        code = gq_cli_report(c, err, &r);
     }
     json_decref(reply);
-    gq_httpc_resp_free(&r);
+    gpuq_response_free(&r);
     return code;
 }
 
@@ -66,11 +64,10 @@ static int
 hold(struct gq_cli *c, struct gq_grant *g, const char *job_id, char **cmd)
 {
     char e_id[GQ_GRANT_ID_MAX + 16], e_tok[64], e_job[GQ_GRANT_ID_MAX + 16];
-    char e_url[GQ_HTTPC_URL_MAX + 16];
+    char e_url[GPUQ_URL_MAX + 16];
     char *add[4] = {e_id, e_tok, e_job, e_url};
     struct gq_run run;
     json_t *reply = NULL;
-    char suffix[64];
     char **env;
     int code;
 
@@ -106,8 +103,7 @@ hold(struct gq_cli *c, struct gq_grant *g, const char *job_id, char **cmd)
     }
     code = gq_run_exit_code(run.status);
 release:
-    snprintf(suffix, sizeof(suffix), "?token=%lld", g->token);
-    switch (gq_grant_post(g, "DELETE", suffix, NULL, &reply)) {
+    switch (gq_grant_post(g, "release", NULL, &reply)) {
     case GQ_EXIT_OK:
         break;
     case GQ_EXIT_LOST:
@@ -134,8 +130,8 @@ gq_cmd_lock(struct gq_cli *c, int argc, char **argv)
     };
     json_t *body = json_object(), *meta = json_object();
     struct gq_grant g;
-    char holder[512], job_id[GQ_GRANT_ID_MAX];
-    long wait_s = LOCK_DEFAULT_WAIT_S, n;
+    char holder[512], job_id[GQ_GRANT_ID_MAX], *fields = NULL;
+    long wait_s = -1, n; /* -1: the server's default */
     int ch, code = GQ_EXIT_OK;
 
     if (!body || !meta) {
@@ -158,7 +154,6 @@ gq_cmd_lock(struct gq_cli *c, int argc, char **argv)
                 goto out;
             }
             wait_s = n;
-            json_object_set_new(body, "wait", json_integer(n));
             break;
         case 'm':
             if (gq_cli_meta_add(meta, optarg) < 0) {
@@ -186,11 +181,17 @@ gq_cmd_lock(struct gq_cli *c, int argc, char **argv)
                                               : "missing the CMD to run");
         goto out;
     }
-    if (json_object_set_new(body, "class", json_string(argv[optind])) != 0 ||
-        json_object_set_new(body, "holder", json_string(holder)) != 0 ||
+    if (!gq_cli_utf8(argv[optind]) || !gq_cli_utf8(holder) ||
         (json_object_size(meta) > 0 &&
          json_object_set(body, "metadata", meta) != 0)) {
         code = gq_cli_usage(c, "CLASS and --holder must be UTF-8");
+        goto out;
+    }
+    /* body holds the members gpuq_client_lock has no argument for. */
+    fields = json_dumps(body, JSON_COMPACT);
+    if (!fields) {
+        gq_cli_errf("out of memory");
+        code = GQ_EXIT_HTTP;
         goto out;
     }
     if (gq_sig_install() < 0) {
@@ -199,16 +200,15 @@ gq_cmd_lock(struct gq_cli *c, int argc, char **argv)
         goto out;
     }
     code = gq_cli_connect(c);
-    if (code != 0) {
-        struct gq_httpc_resp none = {0};
-        code = gq_cli_report(c, code, &none, NULL);
+    if (code != GQ_EXIT_OK)
         goto out;
-    }
-    code = acquire(c, body, wait_s, &g, job_id, sizeof(job_id));
+    code = acquire(c, argv[optind], holder, wait_s, fields, &g, job_id,
+                   sizeof(job_id));
     if (code == GQ_EXIT_OK)
         code = hold(c, &g, job_id, argv + optind + 1);
 out:
     json_decref(body);
     json_decref(meta);
+    free(fields);
     return code;
 }

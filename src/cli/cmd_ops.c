@@ -7,8 +7,6 @@
 
 #include "cli.h"
 
-#define WATCH_IDLE_S 45           /* the server pings every 15 s */
-#define WATCH_DATA_MAX (256 * 1024) /* bytes of one event's data */
 
 static const char *
 dash(const char *s)
@@ -93,7 +91,7 @@ int
 gq_cmd_status(struct gq_cli *c, int argc, char **argv)
 {
     static const struct option opts[] = {GQ_CLI_GLOBAL_OPTS, {0, 0, 0, 0}};
-    struct gq_httpc_resp r;
+    struct gpuq_response r;
     json_t *st = NULL, *v;
     char up[32];
     int ch, code;
@@ -108,7 +106,10 @@ gq_cmd_status(struct gq_cli *c, int argc, char **argv)
     }
     if (optind != argc)
         return gq_cli_usage(c, "unexpected argument '%s'", argv[optind]);
-    code = gq_cli_do(c, "GET", "/v1/status", NULL, 0, &r, &st);
+    code = gq_cli_connect(c);
+    if (code != GQ_EXIT_OK)
+        return code;
+    code = gq_cli_do(c, gpuq_client_status(c->client, &r), &r, &st);
     if (code != GQ_EXIT_OK)
         return code;
     if (c->json || !json_is_object(st)) {
@@ -126,31 +127,28 @@ gq_cmd_status(struct gq_cli *c, int argc, char **argv)
         status_classes(json_object_get(st, "classes"));
     }
     json_decref(st);
-    gq_httpc_resp_free(&r);
+    gpuq_response_free(&r);
     return GQ_EXIT_OK;
 }
 
-/* The event being assembled from "event:" and "data:" lines. */
+/* What the event callback of a watch needs. */
 struct watch {
     struct gq_cli *c;
     const char *job;          /* --job: end when it is terminal */
-    char event[64];           /* the "event:" field */
-    char *data;               /* joined "data:" lines */
-    size_t len;
-    int overflow;             /* data went over WATCH_DATA_MAX */
     int done;                 /* the watched job is terminal */
 };
 
 /* Prints one event; returns 1 when the watch should end. */
 static int
-watch_print(struct watch *w)
+watch_print(struct watch *w, const char *event, const char *data,
+            size_t len)
 {
-    json_t *ev = json_loadb(w->data, w->len, 0, NULL), *v;
+    json_t *ev = json_loadb(data, len, 0, NULL), *v;
     const char *key, *state;
     int end = 0;
 
     if (w->c->json || !json_is_object(ev)) {
-        fwrite(w->data, 1, w->len, stdout);
+        fwrite(data, 1, len, stdout);
         putchar('\n');
     } else {
         printf("%s %s %s %s", dash(gq_cli_str(ev, "at")),
@@ -168,8 +166,8 @@ watch_print(struct watch *w)
                 printf(" %s=%s", key, text ? text : "?");
             free(text);
         }
-        if (w->event[0] && strcmp(w->event, "job") != 0)
-            printf(" event=%s", w->event);
+        if (event[0] && strcmp(event, "job") != 0)
+            printf(" event=%s", event);
         putchar('\n');
     }
     fflush(stdout);
@@ -182,50 +180,19 @@ watch_print(struct watch *w)
     return end;
 }
 
-/* One line of the SSE stream (see the WHATWG event-stream format). */
+/* gpuq_event_fn of the watch: one event of the stream. */
 static int
-watch_line(const char *line, size_t len, void *ud)
+watch_event(const char *event, const char *data, size_t len, void *ud)
 {
     struct watch *w = ud;
-    const char *val;
-    size_t vlen;
 
-    if (len == 0) { /* dispatch */
-        int end = 0;
-        if (w->len > 0 && !w->overflow)
-            end = watch_print(w);
-        else if (w->overflow)
-            gq_cli_errf("event over %d bytes skipped", WATCH_DATA_MAX);
-        w->len = 0;
-        w->overflow = 0;
-        w->event[0] = '\0';
-        w->done = end;
-        return end;
-    }
-    if (line[0] == ':') /* a comment, e.g. ": ping" */
+    if (!data) {
+        gq_cli_errf("event over %d bytes skipped", GPUQ_EVENT_MAX);
+        w->done = 0;
         return 0;
-    val = memchr(line, ':', len);
-    if (!val) {
-        val = line + len;
-    } else {
-        val++;
-        if (*val == ' ')
-            val++;
     }
-    vlen = len - (size_t)(val - line);
-    if (strncmp(line, "event:", 6) == 0) {
-        snprintf(w->event, sizeof(w->event), "%.*s", (int)vlen, val);
-    } else if (strncmp(line, "data:", 5) == 0) {
-        if (w->len + vlen + 1 > WATCH_DATA_MAX) {
-            w->overflow = 1;
-            return 0;
-        }
-        if (w->len > 0)
-            w->data[w->len++] = '\n';
-        memcpy(w->data + w->len, val, vlen);
-        w->len += vlen;
-    }
-    return 0;
+    w->done = watch_print(w, event, data, len);
+    return w->done;
 }
 
 /*
@@ -236,19 +203,18 @@ watch_line(const char *line, size_t len, void *ud)
 static int
 job_done(struct gq_cli *c, struct watch *w)
 {
-    struct gq_httpc_resp r;
+    struct gpuq_response r;
     json_t *job = NULL, *ev;
-    char esc[512], path[600];
     char *text;
     int code;
 
-    if (gq_cli_esc(w->job, esc, sizeof(esc)) < 0)
-        return gq_cli_usage(c, "--job too long");
-    snprintf(path, sizeof(path), "/v1/jobs/%s", esc);
-    code = gq_cli_do(c, "GET", path, NULL, 0, &r, &job);
+    code = gq_cli_connect(c);
     if (code != GQ_EXIT_OK)
         return code;
-    gq_httpc_resp_free(&r);
+    code = gq_cli_do(c, gpuq_client_get(c->client, w->job, 0, &r), &r, &job);
+    if (code != GQ_EXIT_OK)
+        return code;
+    gpuq_response_free(&r);
     if (!gq_cli_terminal(gq_cli_str(job, "state"))) {
         json_decref(job);
         return -1;
@@ -267,10 +233,8 @@ job_done(struct gq_cli *c, struct watch *w)
         gq_cli_errf("out of memory");
         return GQ_EXIT_HTTP;
     }
-    w->len = strlen(text) < WATCH_DATA_MAX ? strlen(text) : 0;
-    memcpy(w->data, text, w->len);
+    watch_print(w, "", text, strlen(text));
     free(text);
-    watch_print(w);
     return GQ_EXIT_OK;
 }
 
@@ -284,10 +248,9 @@ gq_cmd_watch(struct gq_cli *c, int argc, char **argv)
         {0, 0, 0, 0},
     };
     struct watch w;
-    struct gq_httpc_resp r;
+    struct gpuq_response r;
     const char *cls = NULL;
-    char path[1200] = "/v1/events", esc[512];
-    json_t *reply = NULL;
+    char esc[512];
     int ch, code, err;
 
     memset(&w, 0, sizeof(w));
@@ -311,49 +274,29 @@ gq_cmd_watch(struct gq_cli *c, int argc, char **argv)
     }
     if (optind != argc)
         return gq_cli_usage(c, "unexpected argument '%s'", argv[optind]);
-    if (cls) {
-        if (gq_cli_esc(cls, esc, sizeof(esc)) < 0)
-            return gq_cli_usage(c, "--class too long");
-        strcat(path, "?class=");
-        strcat(path, esc);
-    }
-    if (w.job) {
-        if (gq_cli_esc(w.job, esc, sizeof(esc)) < 0)
-            return gq_cli_usage(c, "--job too long");
-        strcat(path, cls ? "&job=" : "?job=");
-        strcat(path, esc);
-    }
-    w.data = malloc(WATCH_DATA_MAX);
-    if (!w.data) {
-        gq_cli_errf("out of memory");
-        return GQ_EXIT_HTTP;
-    }
+    if (cls && gq_cli_esc(cls, esc, sizeof(esc)) < 0)
+        return gq_cli_usage(c, "--class too long");
+    if (w.job && gq_cli_esc(w.job, esc, sizeof(esc)) < 0)
+        return gq_cli_usage(c, "--job too long");
     if (w.job) {
         code = job_done(c, &w);
-        if (code >= 0) {
-            free(w.data);
+        if (code >= 0)
             return code;
-        }
     }
-    memset(&r, 0, sizeof(r));
-    err = gq_cli_connect(c);
-    if (err != 0) {
-        free(w.data);
-        return gq_cli_report(c, err, &r, NULL);
-    }
-    err = gq_httpc_stream(&c->http, path, WATCH_IDLE_S, watch_line, &w, &r);
-    free(w.data);
+    code = gq_cli_connect(c);
+    if (code != GQ_EXIT_OK)
+        return code;
+    err = gq_cli_reply(gpuq_client_events(c->client, cls, w.job, watch_event,
+                                          &w, &r),
+                       &r, NULL);
     if (err != 0)
-        return gq_cli_report(c, err, &r, NULL);
+        return gq_cli_report(c, err, &r);
     if (r.status < 200 || r.status > 299) {
-        if (r.len > 0)
-            reply = json_loadb(r.body, r.len, 0, NULL);
-        code = gq_cli_report(c, 0, &r, reply);
-        json_decref(reply);
-        gq_httpc_resp_free(&r);
+        code = gq_cli_report(c, 0, &r);
+        gpuq_response_free(&r);
         return code;
     }
-    gq_httpc_resp_free(&r);
+    gpuq_response_free(&r);
     if (!w.done)
         gq_cli_errf("the server closed the event stream");
     return GQ_EXIT_OK;
@@ -367,41 +310,34 @@ gq_cmd_drain(struct gq_cli *c, int argc, char **argv)
         GQ_CLI_GLOBAL_OPTS,
         {0, 0, 0, 0},
     };
-    struct gq_httpc_resp r;
-    json_t *body = json_object(), *reply = NULL;
-    double secs;
+    struct gpuq_response r;
+    json_t *reply = NULL;
+    double secs, deadline = -1;
     int ch, code;
 
-    if (!body) {
-        gq_cli_errf("out of memory");
-        return GQ_EXIT_HTTP;
-    }
     for (;;) {
         ch = getopt_long(argc, argv, "h", opts, NULL);
         if (ch == -1)
             break;
         switch (ch) {
         case 'd':
-            if (gq_cli_parse_secs(optarg, &secs) < 0) {
-                json_decref(body);
+            if (gq_cli_parse_secs(optarg, &secs) < 0)
                 return gq_cli_usage(c, "--deadline wants seconds >= 0");
-            }
-            json_object_set_new(body, "deadline", gq_cli_json_secs(secs));
+            deadline = secs;
             break;
         default:
             code = gq_cli_global_opt(c, ch, optarg);
-            if (code >= 0) {
-                json_decref(body);
+            if (code >= 0)
                 return code;
-            }
         }
     }
-    if (optind != argc) {
-        json_decref(body);
+    if (optind != argc)
         return gq_cli_usage(c, "unexpected argument '%s'", argv[optind]);
-    }
-    code = gq_cli_do(c, "POST", "/v1/admin/drain", body, 0, &r, &reply);
-    json_decref(body);
+    code = gq_cli_connect(c);
+    if (code != GQ_EXIT_OK)
+        return code;
+    code = gq_cli_do(c, gpuq_client_drain(c->client, deadline, &r), &r,
+                     &reply);
     if (code != GQ_EXIT_OK)
         return code;
     if (c->json)
@@ -409,6 +345,6 @@ gq_cmd_drain(struct gq_cli *c, int argc, char **argv)
     else
         printf("draining\n");
     json_decref(reply);
-    gq_httpc_resp_free(&r);
+    gpuq_response_free(&r);
     return GQ_EXIT_OK;
 }

@@ -21,7 +21,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../core/err.h"
 #include "cli.h"
 #include "grant.h"
 #include "run.h"
@@ -34,9 +33,10 @@
 
 struct worker {
     struct gq_cli *c;
-    json_t *poll_body;   /* {classes, wait, worker} */
+    const char **classes; /* --class, NULL-terminated */
+    const char *name;     /* the worker name */
     long wait_s;
-    char **cmd;          /* CMD and its arguments */
+    char **cmd;           /* CMD and its arguments */
 };
 
 static long long
@@ -184,9 +184,9 @@ handle(struct worker *w, json_t *reply)
     struct gq_run run;
     json_t *job = json_object_get(reply, "job"), *body = NULL, *out = NULL;
     char e_id[GQ_GRANT_ID_MAX + 16], e_cls[256], e_att[64];
-    char e_lease[GQ_GRANT_ID_MAX + 16], e_tok[64], e_url[GQ_HTTPC_URL_MAX + 16];
+    char e_lease[GQ_GRANT_ID_MAX + 16], e_tok[64], e_url[GPUQ_URL_MAX + 16];
     char *add[6] = {e_id, e_cls, e_att, e_lease, e_tok, e_url};
-    const char *id = gq_cli_str(job, "id"), *action, *what;
+    const char *id = gq_cli_str(job, "id"), *op, *what;
     char *input = NULL, **env = NULL;
     long long start = now_ms();
     int code;
@@ -248,12 +248,12 @@ handle(struct worker *w, json_t *reply)
 
     if (run.stopped && !(WIFEXITED(run.status) &&
                          WEXITSTATUS(run.status) == 0)) {
-        action = "/yield";
+        op = "yield";
         what = "stopped";
         body = json_object();
     } else if (WIFEXITED(run.status) && WEXITSTATUS(run.status) == 0 &&
                !run.out_overflow) {
-        action = "/complete";
+        op = "complete";
         what = "exit 0";
         body = json_object();
         if (body &&
@@ -264,7 +264,7 @@ handle(struct worker *w, json_t *reply)
             body = NULL;
         }
     } else {
-        action = "/fail";
+        op = "fail";
         what = WIFSIGNALED(run.status) ? "killed" : "failed";
         body = fail_body(&run);
     }
@@ -273,24 +273,22 @@ handle(struct worker *w, json_t *reply)
         gq_cli_errf("out of memory reporting %s", id);
         return GQ_EXIT_HTTP;
     }
-    code = gq_grant_post(&g, "POST", action, body, &out);
+    code = gq_grant_post(&g, op, body, &out);
     json_decref(body);
-    if (code == GQ_EXIT_HTTP && strcmp(action, "/complete") == 0) {
+    if (code == GQ_EXIT_HTTP && strcmp(op, "complete") == 0) {
         /* E.g. 413: the result is over max_payload.  Rerunning would
          * make the same result, so the job fails for good. */
         what = "result refused";
         body = json_pack("{s{ssss}sb}", "error", "code", "result_rejected",
                          "message", "the server refused the job's result",
                          "retryable", 0);
-        code = body ? gq_grant_post(&g, "POST", "/fail", body, &out)
-                    : GQ_EXIT_HTTP;
+        code = body ? gq_grant_post(&g, "fail", body, &out) : GQ_EXIT_HTTP;
         json_decref(body);
     }
     if (code == GQ_EXIT_OK)
         print_outcome(c, out, what, now_ms() - start);
     else if (code == GQ_EXIT_LOST)
-        gq_cli_errf("lease %s of %s was lost before %s", g.raw_id, id,
-                    action + 1);
+        gq_cli_errf("lease %s of %s was lost before %s", g.raw_id, id, op);
     else /* said why; the lease expires and the server retries the job */
         gq_cli_errf("outcome of %s not reported", id);
     json_decref(out);
@@ -299,16 +297,14 @@ handle(struct worker *w, json_t *reply)
 
 /* Says why the worker is about to back off. */
 static void
-report_outage(struct gq_cli *c, int err, const struct gq_httpc_resp *r,
-              json_t *reply)
+report_outage(struct gq_cli *c, int err, const struct gpuq_response *r)
 {
-    const char *code = gq_cli_str(json_object_get(reply, "error"), "code");
-
     if (err != 0)
         gq_cli_errf("cannot reach gpuqd at %s: %s; retrying", c->url,
-                    c->http.errbuf);
+                    gpuq_client_errmsg(c->client));
     else
-        gq_cli_errf("HTTP %ld %s; retrying", r->status, code ? code : "");
+        gq_cli_errf("HTTP %ld %s; retrying", r->status,
+                    r->error_code ? r->error_code : "");
 }
 
 /* The main loop; returns the exit code. */
@@ -316,27 +312,29 @@ static int
 serve(struct worker *w, long max_jobs)
 {
     struct gq_cli *c = w->c;
-    struct gq_httpc_resp r;
+    struct gpuq_response r;
     json_t *reply;
     long handled = 0, backoff = 0;
-    long timeout = c->timeout_s ? w->wait_s + c->timeout_s : 0;
-    int err, code;
+    int rc, err, code;
 
     while (!gq_sig_stop && (max_jobs == 0 || handled < max_jobs)) {
-        c->http.stop = &gq_sig_stop;
-        err = gq_cli_call(c, "POST", "/v1/leases", w->poll_body, timeout, 1,
-                          &r, &reply);
-        c->http.stop = NULL;
-        if (gq_sig_stop && err != 0)
+        gpuq_client_set_abort(c->client, gq_sig_abort, NULL);
+        rc = gpuq_client_lease(c->client, w->classes, w->wait_s, w->name,
+                               &r);
+        gpuq_client_set_abort(c->client, NULL, NULL);
+        err = gq_cli_reply(rc, &r, &reply);
+        if (gq_sig_stop && err != 0) {
+            gpuq_response_free(&r);
             break;
-        if (err == GQ_EINVAL)
-            return gq_cli_report(c, err, &r, NULL);
+        }
+        if (err == GPUQ_EURL || err == GPUQ_EINVAL)
+            return gq_cli_report(c, err, &r);
         if (err == 0 && r.status == 200) {
             backoff = 0;
             code = handle(w, reply);
             handled++;
             json_decref(reply);
-            gq_httpc_resp_free(&r);
+            gpuq_response_free(&r);
             if (code == GQ_EXIT_HTTP)
                 return code;
             if (code == GQ_EXIT_LOST && max_jobs == 1)
@@ -346,13 +344,13 @@ serve(struct worker *w, long max_jobs)
         if (err == 0 && r.status == 204) {
             backoff = 0;
             json_decref(reply);
-            gq_httpc_resp_free(&r);
+            gpuq_response_free(&r);
             continue;
         }
         if (err == 0 && r.status < 500) { /* 400, 404 unknown_class */
-            code = gq_cli_report(c, err, &r, reply);
+            code = gq_cli_report(c, err, &r);
             json_decref(reply);
-            gq_httpc_resp_free(&r);
+            gpuq_response_free(&r);
             return code;
         }
         /* Unreachable, or 5xx (draining, busy): wait and try again,
@@ -361,9 +359,9 @@ serve(struct worker *w, long max_jobs)
         if (backoff > BACKOFF_MAX_MS)
             backoff = BACKOFF_MAX_MS;
         if (backoff == 1000)
-            report_outage(c, err, &r, reply);
+            report_outage(c, err, &r);
         json_decref(reply);
-        gq_httpc_resp_free(&r);
+        gpuq_response_free(&r);
         nap(backoff);
     }
     return GQ_EXIT_OK;
@@ -382,15 +380,17 @@ gq_cmd_worker(struct gq_cli *c, int argc, char **argv)
         {0, 0, 0, 0},
     };
     struct worker w;
-    json_t *classes = json_array();
     char name[600];
+    size_t nclasses = 0;
     long n, max_jobs = 0;
     int ch, code = GQ_EXIT_OK;
 
     memset(&w, 0, sizeof(w));
     w.c = c;
     w.wait_s = WORKER_DEFAULT_WAIT_S;
-    if (!classes) {
+    /* At most one --class per argument: argc + 1 slots are plenty. */
+    w.classes = calloc((size_t)argc + 1, sizeof(*w.classes));
+    if (!w.classes) {
         gq_cli_errf("out of memory");
         return GQ_EXIT_HTTP;
     }
@@ -402,10 +402,11 @@ gq_cmd_worker(struct gq_cli *c, int argc, char **argv)
             break;
         switch (ch) {
         case 'c':
-            if (json_array_append_new(classes, json_string(optarg)) != 0) {
+            if (!gq_cli_utf8(optarg)) {
                 code = gq_cli_usage(c, "--class must be UTF-8");
                 goto out;
             }
+            w.classes[nclasses++] = optarg;
             break;
         case 'n':
             snprintf(name, sizeof(name), "%s", optarg);
@@ -434,7 +435,7 @@ gq_cmd_worker(struct gq_cli *c, int argc, char **argv)
             code = GQ_EXIT_OK;
         }
     }
-    if (json_array_size(classes) == 0) {
+    if (nclasses == 0) {
         code = gq_cli_usage(c, "at least one --class is needed");
         goto out;
     }
@@ -443,9 +444,8 @@ gq_cmd_worker(struct gq_cli *c, int argc, char **argv)
         goto out;
     }
     w.cmd = argv + optind;
-    w.poll_body = json_pack("{sOsIss}", "classes", classes, "wait",
-                            (json_int_t)w.wait_s, "worker", name);
-    if (!w.poll_body) {
+    w.name = name;
+    if (!gq_cli_utf8(name)) {
         code = gq_cli_usage(c, "--name must be UTF-8");
         goto out;
     }
@@ -455,14 +455,10 @@ gq_cmd_worker(struct gq_cli *c, int argc, char **argv)
         goto out;
     }
     code = gq_cli_connect(c);
-    if (code != 0) {
-        struct gq_httpc_resp none = {0};
-        code = gq_cli_report(c, code, &none, NULL);
+    if (code != GQ_EXIT_OK)
         goto out;
-    }
     code = serve(&w, max_jobs);
 out:
-    json_decref(classes);
-    json_decref(w.poll_body);
+    free(w.classes);
     return code;
 }

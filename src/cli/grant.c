@@ -1,5 +1,5 @@
 /*
- * grant.c - keeping and ending a lock or lease over the HTTP API.
+ * grant.c - keeping and ending a lock or lease, through libgpuq.
  */
 #include "grant.h"
 
@@ -9,7 +9,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../core/err.h"
 #include "run.h"
 
 #define HB_TIMEOUT_MAX_S 10 /* one heartbeat call */
@@ -49,28 +48,38 @@ gq_grant_hb_ms(const struct gq_grant *g)
     return ms < 100 ? 100 : ms;
 }
 
+/* 1 for a lock, 0 for a lease. */
+static int
+is_lock(const struct gq_grant *g)
+{
+    return strcmp(g->kind, "locks") == 0;
+}
+
 int
 gq_grant_heartbeat(void *ud)
 {
     struct gq_grant *g = ud;
-    struct gq_httpc_resp r;
-    json_t *body = json_pack("{sI}", "token", (json_int_t)g->token);
+    struct gpuq_client *cl = g->c->client;
+    struct gpuq_response r;
     json_t *reply = NULL;
-    char path[GQ_GRANT_ID_MAX + 64];
-    long timeout = g->ttl_ms / 3000;
+    long timeout = g->ttl_ms / 3000, saved;
     int err, rc;
 
-    if (!body)
-        return GQ_HB_RETRY;
     if (timeout > HB_TIMEOUT_MAX_S)
         timeout = HB_TIMEOUT_MAX_S;
     if (timeout < 1)
         timeout = 1;
-    snprintf(path, sizeof(path), "/v1/%s/%s/heartbeat", g->kind, g->id);
-    err = gq_cli_call(g->c, "POST", path, body, timeout, 0, &r, &reply);
-    json_decref(body);
+    saved = gpuq_client_set_timeout(cl, timeout);
+    if (is_lock(g))
+        rc = gpuq_client_lock_heartbeat(cl, g->raw_id, g->token, &r);
+    else
+        rc = gpuq_client_lease_op(cl, g->raw_id, "heartbeat", g->token, NULL,
+                                  &r);
+    gpuq_client_set_timeout(cl, saved);
+    err = gq_cli_reply(rc, &r, &reply);
     if (err != 0) {
-        gq_cli_errf("heartbeat of %s: %s", g->raw_id, g->c->http.errbuf);
+        gq_cli_errf("heartbeat of %s: %s", g->raw_id,
+                    gpuq_client_errmsg(cl));
         rc = GQ_HB_RETRY;
     } else if (r.status == 200) {
         g->yield = json_is_true(json_object_get(reply, "yield"));
@@ -78,63 +87,83 @@ gq_grant_heartbeat(void *ud)
     } else if (r.status == 409 || r.status == 404) {
         rc = GQ_HB_LOST;
     } else {
-        gq_cli_report(g->c, 0, &r, reply);
+        gq_cli_report(g->c, 0, &r);
         rc = GQ_HB_RETRY;
     }
     json_decref(reply);
-    gq_httpc_resp_free(&r);
+    gpuq_response_free(&r);
     return rc;
 }
 
-int
-gq_grant_post(struct gq_grant *g, const char *method, const char *suffix,
-              json_t *body, json_t **out)
+/* One try of gq_grant_post; returns the libgpuq code. */
+static int
+grant_try(struct gq_grant *g, const char *op, const char *fields,
+          struct gpuq_response *r)
 {
-    struct gq_httpc_resp r;
-    char path[GQ_GRANT_ID_MAX + 128];
+    struct gpuq_client *cl = g->c->client;
+
+    if (is_lock(g))
+        return gpuq_client_unlock(cl, g->raw_id, g->token, r);
+    return gpuq_client_lease_op(cl, g->raw_id, op, g->token, fields, r);
+}
+
+int
+gq_grant_post(struct gq_grant *g, const char *op, json_t *body,
+              json_t **out)
+{
+    struct gpuq_response r;
+    char what[GQ_GRANT_ID_MAX + 128], *fields = NULL;
     time_t deadline = time(NULL) + g->ttl_ms / 1000 + 1;
     int err, warned = 0, code;
 
     *out = NULL;
-    if (body &&
-        json_object_set_new(body, "token", json_integer(g->token)) != 0) {
-        gq_cli_errf("out of memory");
-        return GQ_EXIT_HTTP;
+    if (body) {
+        fields = json_dumps(body, JSON_COMPACT);
+        if (!fields) {
+            gq_cli_errf("out of memory");
+            return GQ_EXIT_HTTP;
+        }
     }
-    snprintf(path, sizeof(path), "/v1/%s/%s%s", g->kind, g->id, suffix);
+    /* The request, for messages. */
+    if (is_lock(g))
+        snprintf(what, sizeof(what), "DELETE /v1/locks/%s?token=%lld", g->id,
+                 g->token);
+    else
+        snprintf(what, sizeof(what), "POST /v1/leases/%s/%s", g->id, op);
     for (;;) {
-        err = gq_cli_call(g->c, method, path, body, 0, 0, &r, out);
+        err = gq_cli_reply(grant_try(g, op, fields, &r), &r, out);
         if (err == 0 && r.status >= 200 && r.status <= 299) {
-            gq_httpc_resp_free(&r);
-            return GQ_EXIT_OK;
+            code = GQ_EXIT_OK;
+            break;
         }
         if (err == 0 && (r.status == 409 || r.status == 404)) {
-            json_decref(*out);
-            *out = NULL;
-            gq_httpc_resp_free(&r);
-            return GQ_EXIT_LOST;
+            code = GQ_EXIT_LOST;
+            break;
         }
-        if ((err == 0 && r.status < 500) || err == GQ_EINVAL ||
-            time(NULL) >= deadline) {
-            code = gq_cli_report(g->c, err, &r, *out);
-            json_decref(*out);
-            *out = NULL;
-            gq_httpc_resp_free(&r);
-            return code;
+        if ((err == 0 && r.status < 500) || err == GPUQ_EURL ||
+            err == GPUQ_EINVAL || time(NULL) >= deadline) {
+            code = gq_cli_report(g->c, err, &r);
+            break;
         }
         if (!warned++) {
             if (err != 0)
-                gq_cli_errf("%s %s: %s; retrying", method, path,
-                            g->c->http.errbuf);
+                gq_cli_errf("%s: %s; retrying", what,
+                            gpuq_client_errmsg(g->c->client));
             else
-                gq_cli_errf("%s %s: HTTP %ld; retrying", method, path,
-                            r.status);
+                gq_cli_errf("%s: HTTP %ld; retrying", what, r.status);
         }
         json_decref(*out);
         *out = NULL;
-        gq_httpc_resp_free(&r);
+        gpuq_response_free(&r);
         sleep(1);
     }
+    if (code != GQ_EXIT_OK) {
+        json_decref(*out);
+        *out = NULL;
+    }
+    gpuq_response_free(&r);
+    free(fields);
+    return code;
 }
 
 void

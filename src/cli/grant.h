@@ -15,7 +15,8 @@
 struct gq_grant {
     struct gq_cli *c;
     const char *kind;          /* "locks" or "leases": the URL segment */
-    char id[GQ_GRANT_ID_MAX];  /* lock_id / lease_id, percent-escaped */
+    char id[GQ_GRANT_ID_MAX];  /* lock_id / lease_id, percent-escaped,
+                                * for messages */
     char raw_id[GQ_GRANT_ID_MAX]; /* the id as the server sent it */
     long long token;           /* fencing token */
     long ttl_ms;               /* grant lifetime without a heartbeat */
@@ -41,13 +42,16 @@ long gq_grant_hb_ms(const struct gq_grant *g);
 int gq_grant_heartbeat(void *ud);
 
 /*
- * POSTs body (its "token" is set here) to /v1/KIND/ID/ACTION, retrying
- * while the server cannot be reached or answers 5xx, for at most the
- * ttl.  Returns 0 with *out the reply (caller frees) on 2xx, GQ_EXIT_LOST
- * on 409/404, else an exit code after printing why.
+ * Ends or reports on the grant: op "release" for a lock (DELETE
+ * /v1/locks/ID?token=T; body NULL), "complete", "fail" or "yield" for a
+ * lease (POST /v1/leases/ID/OP with body's members and the token; body
+ * may be NULL, and is not freed).  Retries while the server cannot be
+ * reached or answers 5xx, for at most the ttl.  Returns 0 with *out the
+ * reply (caller frees) on 2xx, GQ_EXIT_LOST on 409/404, else an exit
+ * code after printing why.
  */
-int gq_grant_post(struct gq_grant *g, const char *method, const char *action,
-                  json_t *body, json_t **out);
+int gq_grant_post(struct gq_grant *g, const char *op, json_t *body,
+                  json_t **out);
 
 /* "user@host" into buf (never fails; falls back to "gpuq"). */
 void gq_grant_default_holder(char *buf, size_t len);

@@ -1,14 +1,13 @@
 /*
  * main.c - gpuq, the command-line client of gpuqd.  It speaks only the
- * public HTTP API (doc/api.md); doc/cli.md is its manual.
+ * public HTTP API (doc/api.md), through libgpuq (include/gpuq.h);
+ * doc/cli.md is its manual.
  *
  * main() reads the global options, finds the command in the table below
  * and runs it; the command's return value is the exit code.
  */
 #include <stdlib.h>
 #include <string.h>
-
-#include <curl/curl.h>
 
 #include "cli.h"
 
@@ -182,10 +181,6 @@ main(int argc, char **argv)
         usage(stderr);
         return GQ_EXIT_USAGE;
     }
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-        gq_cli_errf("cannot initialise libcurl");
-        return GQ_EXIT_CONN;
-    }
     argc -= optind;
     argv += optind;
     /* getopt's messages then read "gpuq submit: unrecognized ...". */
@@ -193,9 +188,7 @@ main(int argc, char **argv)
     argv[0] = name;
     optind = 0; /* a full getopt restart for the command's options */
     code = c.cmd->fn(&c, argc, argv);
-    if (c.http_ready)
-        gq_httpc_close(&c.http);
-    curl_global_cleanup();
+    gpuq_client_free(c.client);
     if (fflush(stdout) != 0 && code == GQ_EXIT_OK) {
         gq_cli_errf("cannot write output");
         code = GQ_EXIT_HTTP;

@@ -107,3 +107,10 @@ gq_sig_child_reset(void)
     sigemptyset(&all);
     sigprocmask(SIG_SETMASK, &all, NULL);
 }
+
+int
+gq_sig_abort(void *ud)
+{
+    (void)ud;
+    return gq_sig_stop != 0;
+}

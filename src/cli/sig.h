@@ -1,8 +1,8 @@
 /*
  * sig.h - signals for the commands that run a child (lock, worker): a
  * self-pipe that turns SIGINT, SIGTERM, SIGHUP and SIGCHLD into records a
- * poll() loop can read, and a count of stop requests that libcurl's
- * progress callback can watch to abort a long-poll.
+ * poll() loop can read, and a count of stop requests that libgpuq's
+ * abort callback can watch to end a long-poll.
  */
 #ifndef GQ_CLI_SIG_H
 #define GQ_CLI_SIG_H
@@ -31,6 +31,12 @@ int gq_sig_fd(void);
  * another process with kill(2)), or 0 when none is pending.
  */
 int gq_sig_read(int *signo, int *from_kernel);
+
+/*
+ * A gpuq_abort_fn (ud unused): non-zero once gq_sig_stop is, so that a
+ * stop signal ends a long-poll of libgpuq.
+ */
+int gq_sig_abort(void *ud);
 
 /*
  * In a forked child, before exec: restores every signal gq_sig_install
