@@ -6,7 +6,7 @@ pkgs="build-essential pkg-config libevent-dev libcurl4-openssl-dev
 libjansson-dev libsqlite3-dev libinih-dev libsystemd-dev libsndfile1-dev
 libsamplerate0-dev libssl-dev"
 case "${1:-build}" in
-test) pkgs="$pkgs libcmocka-dev python3 curl" ;;
+test) pkgs="$pkgs libcmocka-dev python3 curl prometheus" ;;
 bench) pkgs="$pkgs python3 beanstalkd" ;;
 esac
 missing=""

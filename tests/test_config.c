@@ -106,6 +106,7 @@ static const char example_ini[] =
 
 struct tmp {
     char path[64];              /* the test's file, "" before it exists */
+    char aux[64];               /* a second file (a token file), or "" */
     char err[4096];
 };
 
@@ -124,6 +125,8 @@ teardown(void **state)
     struct tmp *t = *state;
     if (t->path[0] != '\0')
         unlink(t->path);
+    if (t->aux[0] != '\0')
+        unlink(t->aux);
     free(t);
     return 0;
 }
@@ -145,6 +148,26 @@ write_file(struct tmp *t, const char *text)
     assert_int_equal(write(fd, text, len), (ssize_t)len);
     assert_int_equal(close(fd), 0);
     return t->path;
+}
+
+/* Writes text to the test's second file (made on first use); returns its
+ * path.  The configuration names it, e.g. as a token_file. */
+static const char *
+write_aux(struct tmp *t, const char *text)
+{
+    int fd;
+    size_t len = strlen(text);
+
+    if (t->aux[0] == '\0') {
+        snprintf(t->aux, sizeof t->aux, "/tmp/gq_config_aux_XXXXXX");
+        fd = mkstemp(t->aux);
+    } else {
+        fd = open(t->aux, O_WRONLY | O_TRUNC);
+    }
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, text, len), (ssize_t)len);
+    assert_int_equal(close(fd), 0);
+    return t->aux;
 }
 
 /* Loads text; returns gq_config_load's result (message in t->err). */
@@ -228,6 +251,17 @@ assert_config_equal(const struct gq_config *a, const struct gq_config *b)
     }
     assert_string_equal(a->callback_secret, b->callback_secret);
     assert_int_equal(a->callback_attempts, b->callback_attempts);
+    assert_int_equal(a->allow_remote, b->allow_remote);
+    assert_string_equal(a->unix_socket, b->unix_socket);
+    assert_int_equal(a->unix_socket_mode, b->unix_socket_mode);
+    assert_string_equal(a->token_file, b->token_file);
+    assert_int_equal(a->ntokens, b->ntokens);
+    for (i = 0; i < a->ntokens; i++) {
+        assert_string_equal(a->tokens[i].name, b->tokens[i].name);
+        assert_int_equal(a->tokens[i].role, b->tokens[i].role);
+        assert_true(a->tokens[i].classes == b->tokens[i].classes);
+        assert_string_equal(a->tokens[i].secret, b->tokens[i].secret);
+    }
 }
 
 /* The number of lines of err (0 when empty). */
@@ -354,10 +388,14 @@ format_config(const struct gq_config *c, char *buf, size_t len)
 #define OUT(...) (n += (size_t)snprintf(buf + n, len - n, __VA_ARGS__))
     OUT("[server]\nlisten = %s\ndata_dir = %s\nmax_body = %ld\n"
         "max_payload = %ld\nmax_parked = %d\nrequest_timeout = %.17g\n"
-        "drain_timeout = %.17g\nretention = %.17g\nsynchronous = %s\n",
+        "drain_timeout = %.17g\nretention = %.17g\nsynchronous = %s\n"
+        "allow_remote = %s\nunix_socket_mode = %04o\n",
         c->listen, c->data_dir, c->max_body, c->max_payload, c->max_parked,
         c->request_timeout, c->drain_timeout, c->retention,
-        sync_names[c->synchronous]);
+        sync_names[c->synchronous], c->allow_remote ? "yes" : "off",
+        (unsigned)c->unix_socket_mode);
+    if (c->unix_socket[0] != '\0')
+        OUT("unix_socket = %s\n", c->unix_socket);
     OUT("[gpu]\nslots = %d\n", c->slots);
     OUT("[scheduler]\nshare_by = %s\n",
         c->share_by == GQ_SHARE_GRANTS ? "grants" : "time");
@@ -400,6 +438,21 @@ format_config(const struct gq_config *c, char *buf, size_t len)
     OUT("[callbacks]\nattempts = %d\n", c->callback_attempts);
     if (c->callback_secret[0] != '\0')
         OUT("secret = %s\n", c->callback_secret);
+    for (i = 0; i < c->ntokens; i++) {
+        const struct gq_token_conf *k = &c->tokens[i];
+        static const char *roles[] = {"none", "submit", "worker", "admin"};
+        OUT("[token %s]\nrole = %s\nsecret = %s\n", k->name,
+            roles[k->role], k->secret);
+        if (k->classes != GQ_ALL_CLASSES) {
+            const char *sep = "classes = ";
+            for (int b = 0; b < c->nclasses; b++)
+                if (k->classes >> b & 1) {
+                    OUT("%s%s", sep, c->classes[b].name);
+                    sep = ", ";
+                }
+            OUT("\n");
+        }
+    }
 #undef OUT
     assert_true(n < len);
 }
@@ -470,6 +523,19 @@ test_full_file_round_trips(void **state)
     snprintf(want.callback_secret, sizeof want.callback_secret,
              "s3cr3t=with:odd#chars");
     want.callback_attempts = 1;
+    want.allow_remote = 1;
+    snprintf(want.unix_socket, sizeof want.unix_socket, "/run/gpuq/s.sock");
+    want.unix_socket_mode = 0640;
+    want.ntokens = 3;
+    want.tokens[0] = (struct gq_token_conf){
+        "ops", GQ_ROLE_ADMIN, GQ_ALL_CLASSES, "0123456789abcdef"};
+    want.tokens[1] = (struct gq_token_conf){
+        "gpu-box.1", GQ_ROLE_WORKER, 1u << 0 | 1u << 4,
+        "=with:odd#chars;and~more/+=="};
+    want.tokens[2] = (struct gq_token_conf){"app_2", GQ_ROLE_SUBMIT, 1u << 2,
+                                            ""};
+    /* As long as a line allows (a file line holds at most 197). */
+    memset(want.tokens[2].secret, 'x', 180);
     format_config(&want, text, sizeof text);
     assert_int_equal(load_text(t, &got, text), 0);
     assert_config_equal(&got, &want);
@@ -1003,6 +1069,54 @@ static const struct bad_case bad_cases[] = {
     {"[callbacks]\nretries = 3\n", 2, "unknown key 'retries' in [callbacks]"},
     {"[callbacks]\n[callbacks]\n", 2,
      "duplicate section [callbacks] (first on line 1)"},
+
+    /* access control: [server], [auth], [token NAME] */
+    {"[server]\nallow_remote = maybe\n", 2,
+     "allow_remote: 'maybe' is not one of true, false, yes, no, on or off"},
+    {"[server]\nunix_socket_mode = 0999\n", 2,
+     "unix_socket_mode: '0999' is not an octal mode (such as 0660)"},
+    {"[server]\nunix_socket_mode = rw\n", 2,
+     "unix_socket_mode: 'rw' is not an octal mode (such as 0660)"},
+    {"[server]\nunix_socket_mode = 1777\n", 2,
+     "unix_socket_mode must be an octal mode from 0000 to 0777, got 1777"},
+    {"[server]\nunix_socket = /run/"
+     "a23456789012345678901234567890123456789012345678901234567890"
+     "1234567890123456789012345678901234567890123456\n", 2,
+     "unix_socket is too long (at most 107 characters)"},
+    {"[auth]\ntokens = 3\n", 2, "unknown key 'tokens' in [auth]"},
+    {"[auth]\ntoken_file = /tmp/gq_config_no/such/file\n", 2,
+     "token_file /tmp/gq_config_no/such/file: cannot open: No such file "
+     "or directory"},
+    {"[token]\nrole = admin\n", 1, "missing token name: write [token NAME]"},
+    {"[token a b]\n", 1,
+     "bad token name 'a b': use 1 to 63 of A-Z a-z 0-9 _ . -"},
+    {"[token a]\nrole = admin\n", 1,
+     "[token a] has no secret: write secret = ... or secret_file = PATH"},
+    {"[token a]\nsecret = 0123456789abcdef\n", 1,
+     "[token a] has no role: write role = submit, worker or admin"},
+    {"[token a]\nsecret = 0123456789abcde\nrole = admin\n", 2,
+     "secret is too short (at least 16 characters; 32 random ones are "
+     "better)"},
+    {"[token a]\nsecret = 01234567 89abcdef\nrole = admin\n", 2,
+     "secret may only hold visible ASCII characters (no spaces)"},
+    {"[token a]\nsecret = 0123456789abcdef\nrole = root\n", 3,
+     "role: 'root' is not one of submit, worker or admin"},
+    {"[token a]\nsecret = 0123456789abcdef\nsecret_file = /x\n"
+     "role = admin\n", 3,
+     "[token a] has both secret and secret_file: keep one"},
+    {"[token a]\nsecret_file = /tmp/gq_config_no/such/secret\n"
+     "role = admin\n", 2,
+     "token a: secret_file /tmp/gq_config_no/such/secret: cannot open: No "
+     "such file or directory"},
+    {"[token a]\nsecret = 0123456789abcdef\nrole = submit\n"
+     "classes = chatbot, nosuch\n", 4, "token a: unknown class 'nosuch'"},
+    {"[token a]\nsecret = 0123456789abcdef\nrole = submit\n"
+     "classes = chatbot,,summarization\n", 4,
+     "token a: classes 'chatbot,,summarization' has an empty entry"},
+    {"[token a]\nsecret = 0123456789abcdef\nrole = admin\n[token a]\n", 4,
+     "duplicate section [token a] (first on line 1)"},
+    {"[token a]\nsecret = 0123456789abcdef\nrole = admin\nrole = admin\n",
+     4, "role is set twice (first on line 3)"},
 #undef W
 };
 
@@ -1413,6 +1527,239 @@ test_check_references(void **state)
     assert_int_equal(gq_config_check(&c, t->err, sizeof t->err), 0);
 }
 
+/* [token NAME] sections, a secret_file, and [auth] token_file. */
+static void
+test_tokens(void **state)
+{
+    struct tmp *t = *state;
+    struct gq_config c;
+    char text[1024];
+    const char *aux;
+
+    /* No token by default. */
+    gq_config_defaults(&c);
+    assert_int_equal(c.ntokens, 0);
+    assert_int_equal(c.allow_remote, 0);
+    assert_string_equal(c.unix_socket, "");
+    assert_int_equal(c.unix_socket_mode, 0660);
+    assert_string_equal(gq_role_str(GQ_ROLE_SUBMIT), "submit");
+    assert_string_equal(gq_role_str(GQ_ROLE_WORKER), "worker");
+    assert_string_equal(gq_role_str(GQ_ROLE_ADMIN), "admin");
+    assert_string_equal(gq_role_str(GQ_ROLE_NONE), "none");
+
+    /* The secret_file's first line, without its line end and blanks. */
+    aux = write_aux(t, "  s3cret-from-a-file.0123  \r\nsecond line\n");
+    snprintf(text, sizeof text,
+             "[server]\n"
+             "unix_socket = /run/gpuq/gpuq.sock\n"
+             "unix_socket_mode = 660\n"
+             "allow_remote = No\n"
+             "[token ops]\n"
+             "role = ADMIN\n"
+             "secret_file = %s\n"
+             "[token app]\n"
+             "secret = 0123456789abcdef\n"
+             "role = submit\n"
+             "classes = summarization ,chatbot\n"
+             "[token gpu-1]\n"
+             "secret = fedcba9876543210\n"
+             "role = worker\n"
+             "classes = transcription\n",
+             aux);
+    if (load_text(t, &c, text) != 0)
+        fail_msg("%s", t->err);
+    assert_string_equal(c.unix_socket, "/run/gpuq/gpuq.sock");
+    assert_int_equal(c.unix_socket_mode, 0660);
+    assert_int_equal(c.allow_remote, 0);
+    assert_int_equal(c.ntokens, 3);
+    assert_string_equal(c.tokens[0].name, "ops");
+    assert_int_equal(c.tokens[0].role, GQ_ROLE_ADMIN);
+    assert_true(c.tokens[0].classes == GQ_ALL_CLASSES);
+    assert_string_equal(c.tokens[0].secret, "s3cret-from-a-file.0123");
+    assert_string_equal(c.tokens[1].name, "app");
+    assert_int_equal(c.tokens[1].role, GQ_ROLE_SUBMIT);
+    /* chatbot is class 0, summarization class 2 (the seed's order). */
+    assert_true(c.tokens[1].classes == (1u << 0 | 1u << 2));
+    assert_int_equal(c.tokens[2].role, GQ_ROLE_WORKER);
+    assert_true(c.tokens[2].classes == 1u << 1);
+    assert_int_equal(gq_config_check(&c, t->err, sizeof t->err), 0);
+
+    /* A token file: its lines come after the sections; a class may be
+     * defined later in the configuration. */
+    aux = write_aux(t, "# name role secret [classes]\n"
+                       "\n"
+                       "ci    submit  ci-secret-0123456789\n"
+                       "  w2\tWorker\tw2-secret-0123456789 late,b\n"
+                       "root admin r00t-secret-0123456789 # not a comment\n");
+    snprintf(text, sizeof text,
+             "[auth]\ntoken_file = %s\n"
+             "[token app]\nsecret = 0123456789abcdef\nrole = submit\n"
+             "[class b]\n[class late]\n",
+             aux);
+    assert_int_equal(load_text(t, &c, text), GQ_EINVAL);
+    assert_string_equal(t->err + strlen(aux),
+                        ":5: unexpected text after the classes (CLASSES is "
+                        "one field: a,b,c)");
+    aux = write_aux(t, "# name role secret [classes]\n"
+                       "\n"
+                       "ci    submit  ci-secret-0123456789\n"
+                       "  w2\tWorker\tw2-secret-0123456789 late,b\n"
+                       "root admin r00t-secret-0123456789#not-a-comment\n");
+    if (load_text(t, &c, text) != 0)
+        fail_msg("%s", t->err);
+    assert_string_equal(c.token_file, aux);
+    assert_int_equal(c.ntokens, 4);
+    assert_string_equal(c.tokens[0].name, "app");
+    assert_string_equal(c.tokens[1].name, "ci");
+    assert_int_equal(c.tokens[1].role, GQ_ROLE_SUBMIT);
+    assert_true(c.tokens[1].classes == GQ_ALL_CLASSES);
+    assert_string_equal(c.tokens[1].secret, "ci-secret-0123456789");
+    assert_string_equal(c.tokens[2].name, "w2");
+    assert_int_equal(c.tokens[2].role, GQ_ROLE_WORKER);
+    assert_true(c.tokens[2].classes == (1u << 0 | 1u << 1));
+    assert_string_equal(c.tokens[3].secret,
+                        "r00t-secret-0123456789#not-a-comment");
+    assert_int_equal(gq_config_check(&c, t->err, sizeof t->err), 0);
+}
+
+/* Every problem of a token file, at TOKENFILE:LINE. */
+static void
+test_token_file_errors(void **state)
+{
+    struct tmp *t = *state;
+    struct gq_config c;
+    char text[256], want[2048];
+    const char *aux;
+
+    aux = write_aux(t, "ci submit\n"                           /* 1 */
+                       "a.b boss 0123456789abcdef\n"           /* 2 */
+                       "c submit short\n"                      /* 3 */
+                       "d submit 0123456789abcdef nosuch\n"    /* 4 */
+                       "app worker 0123456789abcdeg\n"         /* 5 */
+                       "e/f admin 0123456789abcdef\n"          /* 6 */
+                       "ok admin 0123456789abcdef chatbot\n"   /* 7 */
+                       "ok admin 0123456789abcdef\n");         /* 8 */
+    snprintf(text, sizeof text,
+             "[token app]\nsecret = fedcba9876543210\nrole = admin\n"
+             "[auth]\ntoken_file = %s\n",
+             aux);
+    assert_int_equal(load_text(t, &c, text), GQ_EINVAL);
+    snprintf(want, sizeof want,
+             "%s:1: expected 'NAME ROLE SECRET [CLASSES]'\n"
+             "%s:2: token a.b: role 'boss' is not one of submit, worker or "
+             "admin\n"
+             "%s:3: token c: the secret is too short (at least 16 "
+             "characters; 32 random ones are better)\n"
+             "%s:4: token d: unknown class 'nosuch'\n"
+             "%s:5: token app is defined twice\n"
+             "%s:6: bad token name 'e/f': use 1 to 63 of A-Z a-z 0-9 _ . -\n"
+             "%s:8: token ok is defined twice",
+             aux, aux, aux, aux, aux, aux, aux);
+    assert_string_equal(t->err, want);
+    /* Nothing in the messages shows a secret. */
+    assert_null(strstr(t->err, "0123456789abcde"));
+    assert_null(strstr(t->err, "fedcba"));
+}
+
+/* Beyond loopback only with tokens or allow_remote (after the flags). */
+static void
+test_check_remote_listen(void **state)
+{
+    static const char *loopback[] = {
+        "127.0.0.1:7707", "127.1.2.3:0", "localhost:1", "LOCALHOST:1",
+        "[::1]:7707", "[::ffff:127.0.0.1]:80",
+    };
+    static const char *remote[] = {
+        "0.0.0.0:7707", "[::]:80", "10.0.0.1:1", "128.0.0.1:1",
+        "gpu-box.example.org:1", "[fe80::1%eth0]:9", "[::ffff:10.0.0.1]:1",
+    };
+    struct tmp *t = *state;
+    struct gq_config c;
+    char want[512];
+    size_t i;
+
+    for (i = 0; i < sizeof loopback / sizeof loopback[0]; i++) {
+        gq_config_defaults(&c);
+        snprintf(c.listen, sizeof c.listen, "%s", loopback[i]);
+        if (gq_config_check(&c, t->err, sizeof t->err) != 0)
+            fail_msg("%s: %s", loopback[i], t->err);
+    }
+    for (i = 0; i < sizeof remote / sizeof remote[0]; i++) {
+        gq_config_defaults(&c);
+        snprintf(c.listen, sizeof c.listen, "%s", remote[i]);
+        assert_int_equal(gq_config_check(&c, t->err, sizeof t->err),
+                         GQ_EINVAL);
+        snprintf(want, sizeof want,
+                 "listen %s is not a loopback address and no API token is "
+                 "configured, so anyone who can reach it could use the API: "
+                 "add [token NAME] sections (or [auth] token_file), or set "
+                 "[server] allow_remote = true to serve it without "
+                 "authentication",
+                 remote[i]);
+        assert_string_equal(t->err, want);
+        c.allow_remote = 1;
+        assert_int_equal(gq_config_check(&c, t->err, sizeof t->err), 0);
+        c.allow_remote = 0;
+        c.ntokens = 1;
+        c.tokens[0] = (struct gq_token_conf){"t", GQ_ROLE_SUBMIT,
+                                             GQ_ALL_CLASSES,
+                                             "0123456789abcdef"};
+        assert_int_equal(gq_config_check(&c, t->err, sizeof t->err), 0);
+    }
+
+    /* A bad listen is reported as such, not also as remote. */
+    gq_config_defaults(&c);
+    snprintf(c.listen, sizeof c.listen, "0.0.0.0");
+    assert_int_equal(gq_config_check(&c, t->err, sizeof t->err), GQ_EINVAL);
+    assert_string_equal(t->err, "listen '0.0.0.0' is not HOST:PORT: missing "
+                                ":PORT");
+
+    /* The file can allow it; --check-config reports the same. */
+    assert_int_equal(load_text(t, &c, "[server]\nlisten = 0.0.0.0:1\n"
+                                      "allow_remote = true\n"),
+                     0);
+    assert_int_equal(gq_config_check(&c, t->err, sizeof t->err), 0);
+    assert_int_equal(load_text(t, &c, "[server]\nlisten = 0.0.0.0:1\n"), 0);
+    assert_int_equal(gq_config_check(&c, t->err, sizeof t->err), GQ_EINVAL);
+}
+
+/* What gq_config_check finds in tokens set by hand. */
+static void
+test_check_tokens(void **state)
+{
+    struct tmp *t = *state;
+    struct gq_config c;
+
+    gq_config_defaults(&c);
+    c.ntokens = 6;
+    c.tokens[0] = (struct gq_token_conf){"a", GQ_ROLE_ADMIN, GQ_ALL_CLASSES,
+                                         "0123456789abcdef"};
+    c.tokens[1] = (struct gq_token_conf){"b", GQ_ROLE_SUBMIT, 1u << 3,
+                                         "fedcba9876543210"};
+    c.tokens[2] = (struct gq_token_conf){"c", GQ_ROLE_NONE, 1,
+                                         "cccccccccccccccc"};
+    c.tokens[3] = (struct gq_token_conf){"a", GQ_ROLE_WORKER, 0,
+                                         "dddddddddddddddd"};
+    c.tokens[4] = (struct gq_token_conf){"e", GQ_ROLE_WORKER, 1,
+                                         "0123456789abcdef"};
+    c.tokens[5] = (struct gq_token_conf){"f g", GQ_ROLE_WORKER, 1,
+                                         "ffffffffffffffff"};
+    assert_int_equal(gq_config_check(&c, t->err, sizeof t->err), GQ_EINVAL);
+    assert_string_equal(t->err,
+                        "token b: allows a class that does not exist\n"
+                        "token c: role must be submit, worker or admin, got "
+                        "0\n"
+                        "token a is defined twice\n"
+                        "token a allows no class\n"
+                        "tokens a and e have the same secret: give each its "
+                        "own\n"
+                        "token 6: bad name 'f g': use 1 to 63 of A-Z a-z 0-9 "
+                        "_ . -");
+    c.ntokens = GQ_MAX_TOKENS + 1;
+    assert_int_equal(gq_config_check(&c, t->err, sizeof t->err), GQ_EINVAL);
+    assert_non_null(strstr(t->err, "too many tokens: 65 (at most 64)"));
+}
+
 int
 main(void)
 {
@@ -1442,6 +1789,10 @@ main(void)
         T(test_cannot_open),
         T(test_check),
         T(test_check_references),
+        T(test_tokens),
+        T(test_token_file_errors),
+        T(test_check_remote_listen),
+        T(test_check_tokens),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);

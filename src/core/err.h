@@ -25,7 +25,9 @@
     X(STORE, "store_failure", 503, "store failure; nothing was changed")    \
     X(STOREFULL, "store_full", 507, "store is full; nothing was changed")   \
     X(IO, "io", 500, "i/o error")                                           \
-    X(INTERNAL, "internal", 500, "internal error")
+    X(INTERNAL, "internal", 500, "internal error")                          \
+    X(UNAUTHORIZED, "unauthorized", 401, "missing or invalid API token")    \
+    X(FORBIDDEN, "forbidden", 403, "the API token does not allow this")
 
 enum {
     GQ_OK = 0,

@@ -16,8 +16,11 @@
  *
  * Keys are described by tables (one per section) of name, type, offset
  * and allowed range; loading a file and gq_config_check share them.
- * References between sections (a class's backend, a model's class) may
- * point forward, so they are resolved once the whole file is read.
+ * References between sections (a class's backend, a model's class, a
+ * token's classes) may point forward, so they are resolved once the
+ * whole file is read; so are the files it names for secrets (a token's
+ * secret_file, [auth] token_file), which are read then, their problems
+ * reported at their own FILE:LINE.
  */
 #include "config.h"
 
@@ -32,6 +35,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include <arpa/inet.h>
 #include <ini.h>
 
 #include "../core/err.h"
@@ -85,6 +89,13 @@ static const struct gq_backend_conf backend_defaults = {
     .context_tokens = 4096,
 };
 
+/* A [token NAME] section as the file gives it. */
+struct token_ext {
+    struct gq_token_conf conf;  /* .classes is resolved after the file */
+    char secret_file[1024];     /* read after the file, "" = none */
+    char classes[256];          /* the classes key's text, "" = all */
+};
+
 /* A word a key accepts, and the number stored for it. */
 struct word {
     const char *name;
@@ -106,6 +117,18 @@ static const struct word backend_words[] = {
     {NULL, 0},
 };
 
+static const struct word bool_words[] = {
+    {"true", 1}, {"false", 0}, {"yes", 1}, {"no", 0}, {"on", 1}, {"off", 0},
+    {NULL, 0},
+};
+
+static const struct word role_words[] = {
+    {"submit", GQ_ROLE_SUBMIT},
+    {"worker", GQ_ROLE_WORKER},
+    {"admin", GQ_ROLE_ADMIN},
+    {NULL, 0},
+};
+
 static const struct word exec_words[] = {
     {"transcribe", GQ_EXEC_TRANSCRIBE},
     {"summarize", GQ_EXEC_SUMMARIZE},
@@ -121,6 +144,8 @@ _Static_assert(sizeof(enum gq_backend_type) == sizeof(int),
                "a backend's type is stored as an int");
 _Static_assert(sizeof(enum gq_executor) == sizeof(int),
                "a class's executor is stored as an int");
+_Static_assert(sizeof(enum gq_role) == sizeof(int),
+               "a token's role is stored as an int");
 
 /*
  * The backend types each executor can use, one bit per enum
@@ -149,6 +174,8 @@ enum ktype {
     K_URL,      /* char[size] holding http(s)://HOST:PORT */
     K_PATHS,    /* char[size]: absolute paths split by ':' or ',', or "" */
     K_WORD,     /* int (or enum) from one of words */
+    K_MODE,     /* int: permission bits, written in octal (0660) */
+    K_SECRET,   /* char[size]: "" or GQ_SECRET_MIN.. visible ASCII bytes */
 };
 
 #define NOBOUND INFINITY
@@ -167,9 +194,11 @@ struct keydef {
 #define CF(f) offsetof(struct gq_config, f)
 #define CL(f) offsetof(struct class_ext, f)
 #define CB(f) offsetof(struct gq_backend_conf, f)
+#define CT(f) offsetof(struct token_ext, f)
 #define CSTR(f) CF(f), sizeof(((struct gq_config *)0)->f)
 #define CLSTR(f) CL(f), sizeof(((struct class_ext *)0)->f)
 #define CBSTR(f) CB(f), sizeof(((struct gq_backend_conf *)0)->f)
+#define CTSTR(f) CT(f), sizeof(((struct token_ext *)0)->f)
 
 /* [server]: offsets into struct gq_config. */
 static const struct keydef server_keys[] = {
@@ -183,6 +212,9 @@ static const struct keydef server_keys[] = {
     {"drain_timeout", K_DOUBLE, CF(drain_timeout), 0, 0, NOBOUND, 0, NULL},
     {"retention", K_DOUBLE, CF(retention), 0, 0, NOBOUND, 0, NULL},
     {"synchronous", K_WORD, CF(synchronous), 0, 0, 0, 0, sync_words},
+    {"allow_remote", K_WORD, CF(allow_remote), 0, 0, 0, 0, bool_words},
+    {"unix_socket", K_OPTSTR, CSTR(unix_socket), 0, 0, 0, NULL},
+    {"unix_socket_mode", K_MODE, CF(unix_socket_mode), 0, 0, 0777, 0, NULL},
 };
 
 /* [gpu]: offsets into struct gq_config. */
@@ -199,6 +231,20 @@ static const struct keydef sched_keys[] = {
 static const struct keydef callback_keys[] = {
     {"secret", K_OPTSTR, CSTR(callback_secret), 0, 0, 0, NULL},
     {"attempts", K_INT, CF(callback_attempts), 0, 1, NOBOUND, 0, NULL},
+};
+
+/* [auth]: offsets into struct gq_config. */
+static const struct keydef auth_keys[] = {
+    {"token_file", K_OPTSTR, CSTR(token_file), 0, 0, 0, NULL},
+};
+
+/* [token NAME]: offsets into struct token_ext. */
+static const struct keydef token_keys[] = {
+    {"secret", K_SECRET, CTSTR(conf.secret), 0, 0, 0, NULL},
+    {"secret_file", K_OPTSTR, CTSTR(secret_file), 0, 0, 0, NULL},
+    {"role", K_WORD, CT(conf.role), 0, 0, 0, 0, role_words},
+    /* Names, resolved to conf.classes after the file (resolve()). */
+    {"classes", K_OPTSTR, CTSTR(classes), 0, 0, 0, NULL},
 };
 
 /* [class NAME]: offsets into struct class_ext. */
@@ -251,7 +297,7 @@ struct secdef {
 /* The sections, indexed by SEC_*. */
 enum {
     SEC_SERVER, SEC_GPU, SEC_SCHEDULER, SEC_CALLBACKS, SEC_MODELS,
-    SEC_CLASS, SEC_BACKEND, NSECTIONS
+    SEC_AUTH, SEC_CLASS, SEC_BACKEND, SEC_TOKEN, NSECTIONS
 };
 #define SEC_NONE (-1)           /* before the first header */
 #define SEC_SKIP (-2)           /* in a section already reported bad */
@@ -263,10 +309,13 @@ static const struct secdef sections[] = {
     [SEC_CALLBACKS] = {"callbacks", callback_keys, NKEYS(callback_keys), 0,
                        NULL},
     [SEC_MODELS] = {"models", NULL, 0, 0, NULL},
+    [SEC_AUTH] = {"auth", auth_keys, NKEYS(auth_keys), 0, NULL},
     [SEC_CLASS] = {"class", class_keys, NKEYS(class_keys), GQ_MAX_CLASSES,
                    "classes"},
     [SEC_BACKEND] = {"backend", backend_keys, NKEYS(backend_keys),
                      GQ_MAX_BACKENDS, "backends"},
+    [SEC_TOKEN] = {"token", token_keys, NKEYS(token_keys), GQ_MAX_TOKENS,
+                   "tokens"},
 };
 _Static_assert(sizeof sections / sizeof sections[0] == NSECTIONS,
                "one secdef per SEC_*");
@@ -274,6 +323,7 @@ _Static_assert(sizeof sections / sizeof sections[0] == NSECTIONS,
 _Static_assert(NKEYS(server_keys) <= MAX_KEYS, "raise MAX_KEYS");
 _Static_assert(NKEYS(class_keys) <= MAX_KEYS, "raise MAX_KEYS");
 _Static_assert(NKEYS(backend_keys) <= MAX_KEYS, "raise MAX_KEYS");
+_Static_assert(NKEYS(token_keys) <= MAX_KEYS, "raise MAX_KEYS");
 _Static_assert(NKEYS(backend_keys) <= 32, "backend_set is a bit mask");
 
 /* The index of key name in section sd, or -1. */
@@ -533,6 +583,24 @@ paths_check(const char *name, const char *s, char *msg, size_t len)
     }
 }
 
+/*
+ * Why s cannot be a token's secret, or NULL when it can.  The messages
+ * never show the secret.
+ */
+static const char *
+secret_why(const char *s)
+{
+    size_t i, n = strlen(s);
+
+    if (n < GQ_SECRET_MIN)
+        return "is too short (at least 16 characters; 32 random ones "
+               "are better)";
+    for (i = 0; i < n; i++)
+        if ((unsigned char)s[i] <= ' ' || (unsigned char)s[i] >= 0x7f)
+            return "may only hold visible ASCII characters (no spaces)";
+    return NULL;
+}
+
 /* Nonzero if s[0..n) may be a model name: no space or control byte. */
 static int
 model_name_ok(const char *s, size_t n)
@@ -612,18 +680,28 @@ check_field(const struct keydef *k, const void *base, const char *got,
             return -1;
         }
         break;
+    case K_MODE:
+        if (*(const int *)f < 0 || *(const int *)f > (int)k->hi) {
+            snprintf(msg, len, "%s must be an octal mode from 0000 to %04o, "
+                     "got %s", k->name, (unsigned)k->hi,
+                     got != NULL ? got : "a bad value");
+            return -1;
+        }
+        return 0;
     case K_STR:
     case K_OPTSTR:
     case K_LISTEN:
     case K_URL:
     case K_PATHS:
+    case K_SECRET:
         if (memchr(f, '\0', k->size) == NULL) {
             snprintf(msg, len, "%s is too long (at most %zu characters)",
                      k->name, k->size - 1);
             return -1;
         }
         if (*f == '\0') {
-            if (k->type == K_OPTSTR || k->type == K_PATHS)
+            if (k->type == K_OPTSTR || k->type == K_PATHS ||
+                k->type == K_SECRET)
                 return 0;
             snprintf(msg, len, "%s must not be empty", k->name);
             return -1;
@@ -641,6 +719,13 @@ check_field(const struct keydef *k, const void *base, const char *got,
         }
         if (k->type == K_PATHS)
             return paths_check(k->name, f, msg, len);
+        if (k->type == K_SECRET) {
+            why = secret_why(f);
+            if (why != NULL) {
+                snprintf(msg, len, "%s %s", k->name, why);
+                return -1;
+            }
+        }
         return 0;
     case K_WORD:
         for (i = 0; k->words[i].name != NULL; i++)
@@ -714,11 +799,20 @@ set_value(const struct keydef *k, void *base, const char *val, char *msg,
         }
         *(double *)f = d;
         break;
+    case K_MODE:
+        if (strlen(val) > 4 || strspn(val, "01234567") != strlen(val)) {
+            snprintf(msg, len, "%s: '%s' is not an octal mode (such as "
+                     "0660)", k->name, val);
+            return -1;
+        }
+        *(int *)f = (int)strtol(val, NULL, 8);
+        break;
     case K_STR:
     case K_OPTSTR:
     case K_LISTEN:
     case K_URL:
     case K_PATHS:
+    case K_SECRET:
         if (strlen(val) >= k->size) {
             snprintf(msg, len, "%s is too long (at most %zu characters)",
                      k->name, k->size - 1);
@@ -774,45 +868,78 @@ struct parse {
     /* [models], in cfg.model_names; the classes are resolved later. */
     int model_line[GQ_MAX_MODELS];
     char model_cls[GQ_MAX_MODELS][MODEL_CLASS_MAX];
+    /* [token NAME]; copied into cfg.tokens, before token_file's, once
+     * resolved. */
+    int ntokens;
+    struct token_ext tok[GQ_MAX_TOKENS];
+    int token_line[GQ_MAX_TOKENS];
+    int token_seen[GQ_MAX_TOKENS][MAX_KEYS];
     struct errbuf eb;
 };
 
-/* Records "PATH:LINE: message". */
-__attribute__((format(printf, 3, 4))) static void
-perr(struct parse *p, int line, const char *fmt, ...)
+/* Records "PATH:LINE: message" for a file the configuration names. */
+__attribute__((format(printf, 4, 0))) static void
+vperr_at(struct parse *p, const char *path, int line, const char *fmt,
+         va_list ap)
 {
     char msg[1024];
-    va_list ap;
     int n;
 
-    n = snprintf(msg, sizeof msg, "%s:%d: ", p->path, line);
+    n = snprintf(msg, sizeof msg, "%s:%d: ", path, line);
     if (n < 0)
         n = 0;
-    if ((size_t)n < sizeof msg) {
-        va_start(ap, fmt);
+    if ((size_t)n < sizeof msg)
         vsnprintf(msg + n, sizeof msg - (size_t)n, fmt, ap);
-        va_end(ap);
-    }
     eb_put(&p->eb, msg);
 }
 
-/* The name of item i of named section s (a class or a backend). */
+/* Records "PATH:LINE: message" for the configuration file itself. */
+__attribute__((format(printf, 3, 4))) static void
+perr(struct parse *p, int line, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vperr_at(p, p->path, line, fmt, ap);
+    va_end(ap);
+}
+
+/* As perr, for another file (a token_file). */
+__attribute__((format(printf, 4, 5))) static void
+perr_at(struct parse *p, const char *path, int line, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vperr_at(p, path, line, fmt, ap);
+    va_end(ap);
+}
+
+/* The name of item i of named section s (a class, backend or token). */
 static const char *
 item_name(const struct parse *p, int s, int i)
 {
-    return s == SEC_CLASS ? p->cls[i].conf.name : p->cfg.backends[i].name;
+    if (s == SEC_CLASS)
+        return p->cls[i].conf.name;
+    if (s == SEC_TOKEN)
+        return p->tok[i].conf.name;
+    return p->cfg.backends[i].name;
 }
 
 /*
  * Starts "[KIND NAME]" of named section s; name[0..n) is what follows
- * KIND.  Class and backend names follow the same rules.
+ * KIND.  Class, backend and token names follow the same rules.
  */
 static void
 begin_named(struct parse *p, int s, const char *name, size_t n)
 {
     const struct secdef *sd = &sections[s];
-    int *count = s == SEC_CLASS ? &p->nclasses : &p->cfg.nbackends;
-    int *lines = s == SEC_CLASS ? p->class_line : p->backend_line;
+    int *count = s == SEC_CLASS   ? &p->nclasses
+                 : s == SEC_TOKEN ? &p->ntokens
+                                  : &p->cfg.nbackends;
+    int *lines = s == SEC_CLASS   ? p->class_line
+                 : s == SEC_TOKEN ? p->token_line
+                                  : p->backend_line;
     int i;
 
     if (s == SEC_CLASS)
@@ -850,6 +977,11 @@ begin_named(struct parse *p, int s, const char *name, size_t n)
         p->cls[i] = class_defaults;
         memcpy(p->cls[i].conf.name, name, n);
         p->cls[i].conf.name[n] = '\0';
+    } else if (s == SEC_TOKEN) {
+        memset(&p->tok[i], 0, sizeof p->tok[i]);
+        memcpy(p->tok[i].conf.name, name, n);
+        p->tok[i].conf.name[n] = '\0';
+        p->tok[i].conf.classes = GQ_ALL_CLASSES;
     } else {
         p->cfg.backends[i] = backend_defaults;
         memcpy(p->cfg.backends[i].name, name, n);
@@ -1082,6 +1214,9 @@ handler(void *user, const char *section, const char *name, const char *value)
     } else if (p->sec == SEC_BACKEND) {
         seen = &p->backend_seen[p->cur][i];
         base = &p->cfg.backends[p->cur];
+    } else if (p->sec == SEC_TOKEN) {
+        seen = &p->token_seen[p->cur][i];
+        base = &p->tok[p->cur];
     } else {
         seen = &p->seen[p->sec][i];
         base = &p->cfg;
@@ -1142,6 +1277,283 @@ class_index(const struct gq_config *c, const char *name)
     return -1;
 }
 
+/* ---- tokens ---------------------------------------------------------- */
+
+/*
+ * The class mask of list, class names split by ',' (blanks around them
+ * are allowed), against c's classes: 0, or -1 with the reason in msg.
+ */
+static int
+classes_mask(const struct gq_config *c, const char *list, uint64_t *mask,
+             char *msg, size_t len)
+{
+    const char *s = list;
+    char name[GQ_NAME_MAX];
+    uint64_t m = 0;
+    size_t n, e;
+    int k;
+
+    for (;;) {
+        while (isspace((unsigned char)*s))
+            s++;
+        n = strcspn(s, ",");
+        e = n;
+        while (e > 0 && isspace((unsigned char)s[e - 1]))
+            e--;
+        if (e == 0) {
+            snprintf(msg, len, "classes '%s' has an empty entry", list);
+            return -1;
+        }
+        k = -1;
+        if (e < sizeof name) {
+            memcpy(name, s, e);
+            name[e] = '\0';
+            k = class_index(c, name);
+        }
+        if (k < 0) {
+            snprintf(msg, len, "unknown class '%.*s'", (int)e, s);
+            return -1;
+        }
+        m |= (uint64_t)1 << k;
+        if (s[n] == '\0')
+            break;
+        s += n + 1;
+    }
+    *mask = m;
+    return 0;
+}
+
+/*
+ * Reads a token's secret: the first line of path, without its line end
+ * and the blanks around it, into out[size].  0, or -1 with the reason in
+ * msg (which never shows the secret).
+ */
+static int
+read_secret(const char *path, char *out, size_t size, char *msg,
+            size_t len)
+{
+    FILE *f = fopen(path, "r");
+    char *line = NULL, *s;
+    size_t cap = 0, n;
+    ssize_t got;
+    const char *why;
+    int ret = -1;
+
+    if (f == NULL) {
+        snprintf(msg, len, "secret_file %s: cannot open: %s", path,
+                 strerror(errno));
+        return -1;
+    }
+    errno = 0;
+    got = getline(&line, &cap, f);
+    if (got < 0) {
+        if (ferror(f))
+            snprintf(msg, len, "secret_file %s: cannot read: %s", path,
+                     strerror(errno != 0 ? errno : EIO));
+        else
+            snprintf(msg, len, "secret_file %s is empty", path);
+        goto out;
+    }
+    if (strlen(line) != (size_t)got) {
+        snprintf(msg, len, "secret_file %s: the line holds a NUL byte",
+                 path);
+        goto out;
+    }
+    s = line;
+    while (isspace((unsigned char)*s))
+        s++;
+    n = strlen(s);
+    while (n > 0 && isspace((unsigned char)s[n - 1]))
+        n--;
+    s[n] = '\0';
+    if (n >= size) {
+        snprintf(msg, len, "secret_file %s: the secret is too long (at "
+                 "most %zu characters)", path, size - 1);
+        goto out;
+    }
+    why = secret_why(s);
+    if (why != NULL) {
+        snprintf(msg, len, "secret_file %s: the secret %s", path, why);
+        goto out;
+    }
+    memcpy(out, s, n + 1);
+    ret = 0;
+out:
+    if (line != NULL)
+        explicit_bzero(line, cap);
+    free(line);
+    fclose(f);
+    return ret;
+}
+
+/* The index of the token named name among c's, or -1. */
+static int
+token_index(const struct gq_config *c, const char *name)
+{
+    int i;
+
+    for (i = 0; i < c->ntokens; i++)
+        if (strcmp(c->tokens[i].name, name) == 0)
+            return i;
+    return -1;
+}
+
+/*
+ * After the file: each [token NAME] needs one of secret and secret_file
+ * (read now) and a role; its classes are resolved.  The tokens then go
+ * to p->cfg.tokens, in file order.
+ */
+static void
+resolve_tokens(struct parse *p)
+{
+    const struct secdef *td = &sections[SEC_TOKEN];
+    int ks = find_key(td, "secret"), kf = find_key(td, "secret_file");
+    int kr = find_key(td, "role"), kc = find_key(td, "classes");
+    char msg[768];
+    int i;
+
+    for (i = 0; i < p->ntokens; i++) {
+        struct token_ext *t = &p->tok[i];
+        const int *seen = p->token_seen[i];
+        if (seen[ks] == 0 && seen[kf] == 0)
+            perr(p, p->token_line[i], "[token %s] has no secret: write "
+                 "secret = ... or secret_file = PATH", t->conf.name);
+        else if (seen[ks] != 0 && seen[kf] != 0)
+            perr(p, seen[kf], "[token %s] has both secret and "
+                 "secret_file: keep one", t->conf.name);
+        else if (seen[kf] != 0 && t->secret_file[0] != '\0' &&
+                 read_secret(t->secret_file, t->conf.secret,
+                             sizeof t->conf.secret, msg, sizeof msg) != 0)
+            perr(p, seen[kf], "token %s: %s", t->conf.name, msg);
+        if (seen[kr] == 0)
+            perr(p, p->token_line[i], "[token %s] has no role: write "
+                 "role = submit, worker or admin", t->conf.name);
+        if (seen[kc] != 0 && t->classes[0] != '\0' &&
+            classes_mask(&p->cfg, t->classes, &t->conf.classes, msg,
+                         sizeof msg) != 0)
+            perr(p, seen[kc], "token %s: %s", t->conf.name, msg);
+        p->cfg.tokens[p->cfg.ntokens++] = t->conf;
+    }
+}
+
+/*
+ * One line of the token file, split into its fields: "NAME ROLE SECRET
+ * [CLASSES]".  Adds the token to p->cfg or records why not, at
+ * path:lineno.
+ */
+static void
+token_file_line(struct parse *p, const char *path, int lineno, char *line)
+{
+    char *f[5], *save = NULL, msg[768];
+    struct gq_token_conf t;
+    const char *why;
+    int nf = 0, i;
+
+    for (char *w = strtok_r(line, " \t\r\n\v\f", &save); w != NULL;
+         w = strtok_r(NULL, " \t\r\n\v\f", &save)) {
+        if (nf == 0 && *w == '#')
+            return;             /* a comment */
+        if (nf == 5)
+            break;
+        f[nf++] = w;
+    }
+    if (nf == 0)
+        return;                 /* a blank line */
+    if (nf < 3) {
+        perr_at(p, path, lineno, "expected 'NAME ROLE SECRET [CLASSES]'");
+        return;
+    }
+    if (nf > 4) {
+        perr_at(p, path, lineno, "unexpected text after the classes "
+                "(CLASSES is one field: a,b,c)");
+        return;
+    }
+    memset(&t, 0, sizeof t);
+    if (!class_name_ok(f[0], strlen(f[0]))) {
+        perr_at(p, path, lineno, "bad token name '%s': use 1 to %d of "
+                "A-Z a-z 0-9 _ . -", f[0], GQ_NAME_MAX - 1);
+        return;
+    }
+    memcpy(t.name, f[0], strlen(f[0]) + 1);
+    if (token_index(&p->cfg, t.name) >= 0) {
+        perr_at(p, path, lineno, "token %s is defined twice", t.name);
+        return;
+    }
+    for (i = 0; role_words[i].name != NULL; i++)
+        if (strcasecmp(role_words[i].name, f[1]) == 0)
+            break;
+    if (role_words[i].name == NULL) {
+        perr_at(p, path, lineno, "token %s: role '%s' is not one of "
+                "submit, worker or admin", t.name, f[1]);
+        return;
+    }
+    t.role = (enum gq_role)role_words[i].value;
+    why = strlen(f[2]) >= sizeof t.secret ? "is too long (at most 255 "
+                                            "characters)"
+                                          : secret_why(f[2]);
+    if (why != NULL) {
+        perr_at(p, path, lineno, "token %s: the secret %s", t.name, why);
+        return;
+    }
+    memcpy(t.secret, f[2], strlen(f[2]) + 1);
+    t.classes = GQ_ALL_CLASSES;
+    if (nf == 4 &&
+        classes_mask(&p->cfg, f[3], &t.classes, msg, sizeof msg) != 0) {
+        perr_at(p, path, lineno, "token %s: %s", t.name, msg);
+        explicit_bzero(&t, sizeof t);
+        return;
+    }
+    if (p->cfg.ntokens == GQ_MAX_TOKENS) {
+        perr_at(p, path, lineno, "too many tokens (at most %d)",
+                GQ_MAX_TOKENS);
+        explicit_bzero(&t, sizeof t);
+        return;
+    }
+    p->cfg.tokens[p->cfg.ntokens++] = t;
+    explicit_bzero(&t, sizeof t);
+}
+
+/* After the [token] sections: the lines of [auth] token_file, if set. */
+static void
+read_token_file(struct parse *p)
+{
+    const char *path = p->cfg.token_file;
+    int line = p->seen[SEC_AUTH][find_key(&sections[SEC_AUTH],
+                                          "token_file")];
+    char *buf = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    int lineno = 0;
+    FILE *f;
+
+    if (path[0] == '\0')
+        return;
+    f = fopen(path, "r");
+    if (f == NULL) {
+        perr(p, line, "token_file %s: cannot open: %s", path,
+             strerror(errno));
+        return;
+    }
+    for (;;) {
+        errno = 0;
+        n = getline(&buf, &cap, f);
+        if (n < 0)
+            break;
+        lineno++;
+        if (strlen(buf) != (size_t)n)
+            perr_at(p, path, lineno, "the line holds a NUL byte");
+        else
+            token_file_line(p, path, lineno, buf);
+    }
+    if (ferror(f))
+        perr(p, line, "token_file %s: cannot read: %s", path,
+             strerror(errno != 0 ? errno : EIO));
+    if (buf != NULL)
+        explicit_bzero(buf, cap);
+    free(buf);
+    fclose(f);
+}
+
 /*
  * After the file: the keys a backend must have, each class's backend
  * (at its backend line) and what its executor needs (at its header
@@ -1198,9 +1610,29 @@ resolve(struct parse *p)
         else
             c->model_class[i] = j;
     }
+    resolve_tokens(p);
+    read_token_file(p);
 }
 
 /* ---- the interface ----------------------------------------------------- */
+
+/* Frees a parse, wiping it first: it may hold token secrets. */
+static void
+parse_free(struct parse *p)
+{
+    explicit_bzero(p, sizeof *p);
+    free(p);
+}
+
+const char *
+gq_role_str(enum gq_role r)
+{
+    const char *name = word_name(role_words, (int)r);
+
+    if (r == GQ_ROLE_NONE)
+        return "none";
+    return name != NULL ? name : "?";
+}
 
 /* Copies class i of the seed or a file into c. */
 static void
@@ -1239,6 +1671,11 @@ gq_config_defaults(struct gq_config *c)
     c->nmodels = 0;
     c->callback_secret[0] = '\0';
     c->callback_attempts = 8;
+    c->allow_remote = 0;
+    c->unix_socket[0] = '\0';
+    c->unix_socket_mode = 0660;
+    c->token_file[0] = '\0';
+    c->ntokens = 0;
 }
 
 int
@@ -1265,7 +1702,7 @@ gq_config_load(struct gq_config *c, const char *path, char *err,
         if (err != NULL && errlen > 0)
             snprintf(err, (size_t)errlen, "%s: cannot open: %s", path,
                      strerror(errno));
-        free(p);
+        parse_free(p);
         return GQ_EIO;
     }
     r = ini_parse_stream(reader, p, handler, p);
@@ -1276,7 +1713,7 @@ gq_config_load(struct gq_config *c, const char *path, char *err,
             snprintf(err, (size_t)errlen, "%s: cannot read: %s", path,
                      strerror(p->ioerr));
         ret = p->ioerr == ENOMEM ? GQ_ENOMEM : GQ_EIO;
-        free(p);
+        parse_free(p);
         return ret;
     }
     if (r > 0)                  /* inih saw what the reader let pass */
@@ -1299,11 +1736,11 @@ gq_config_load(struct gq_config *c, const char *path, char *err,
     resolve(p);
     if (p->eb.n > 0) {
         eb_finish(&p->eb);
-        free(p);
+        parse_free(p);
         return GQ_EINVAL;
     }
     *c = p->cfg;
-    free(p);
+    parse_free(p);
     return 0;
 }
 
@@ -1364,6 +1801,85 @@ check_backends(const struct gq_config *c, int nb, struct errbuf *eb)
                             sizeof msg) != 0)
                 cerr(eb, "backend %s: %s", name, msg);
     }
+}
+
+/* gq_config_check's part for the API tokens. */
+static void
+check_tokens(const struct gq_config *c, int nc, struct errbuf *eb)
+{
+    const size_t smax = sizeof c->tokens[0].secret;
+    int i, j, n;
+
+    n = check_count(eb, c->ntokens, GQ_MAX_TOKENS, "tokens");
+    for (i = 0; i < n; i++) {
+        const struct gq_token_conf *t = &c->tokens[i];
+        size_t len = strnlen(t->name, GQ_NAME_MAX);
+        const char *why;
+        if (len == GQ_NAME_MAX || !class_name_ok(t->name, len)) {
+            cerr(eb, "token %d: bad name '%.*s': use 1 to %d of A-Z a-z "
+                 "0-9 _ . -", i + 1, (int)len, t->name, GQ_NAME_MAX - 1);
+            continue;
+        }
+        for (j = 0; j < i; j++)
+            if (strncmp(c->tokens[j].name, t->name, GQ_NAME_MAX) == 0)
+                break;
+        if (j < i)
+            cerr(eb, "token %s is defined twice", t->name);
+        if (t->role < GQ_ROLE_SUBMIT || t->role > GQ_ROLE_ADMIN)
+            cerr(eb, "token %s: role must be submit, worker or admin, got "
+                 "%d", t->name, (int)t->role);
+        why = memchr(t->secret, '\0', smax) == NULL
+                  ? "is too long (at most 255 characters)"
+                  : secret_why(t->secret);
+        if (why != NULL) {
+            cerr(eb, "token %s: the secret %s", t->name, why);
+            continue;
+        }
+        if (t->classes == 0)
+            cerr(eb, "token %s allows no class", t->name);
+        else if (t->classes != GQ_ALL_CLASSES && nc < 64 &&
+                 (t->classes >> nc) != 0)
+            cerr(eb, "token %s: allows a class that does not exist",
+                 t->name);
+        for (j = 0; j < i; j++)
+            if (memchr(c->tokens[j].secret, '\0', smax) != NULL &&
+                strcmp(c->tokens[j].secret, t->secret) == 0)
+                break;
+        if (j < i)
+            cerr(eb, "tokens %s and %s have the same secret: give each "
+                 "its own", c->tokens[j].name, t->name);
+    }
+}
+
+/*
+ * Nonzero if the host of listen (HOST:PORT) is a loopback address:
+ * 127.0.0.0/8, ::1 (also as ::ffff:127.x.y.z) or the name localhost.
+ * Any other name counts as not loopback, whatever it resolves to.
+ */
+static int
+listen_is_loopback(const char *listen)
+{
+    const char *colon = strrchr(listen, ':');
+    struct in6_addr a6;
+    struct in_addr a4;
+    char host[256];
+    size_t hl;
+
+    if (colon == NULL)
+        return 0;
+    hl = (size_t)(colon - listen);
+    if (listen[0] == '[' && hl >= 2 && listen[hl - 1] == ']')
+        snprintf(host, sizeof host, "%.*s", (int)(hl - 2), listen + 1);
+    else
+        snprintf(host, sizeof host, "%.*s", (int)hl, listen);
+    if (strcasecmp(host, "localhost") == 0)
+        return 1;
+    if (inet_pton(AF_INET, host, &a4) == 1)
+        return (ntohl(a4.s_addr) >> 24) == 127;
+    if (inet_pton(AF_INET6, host, &a6) == 1)
+        return IN6_IS_ADDR_LOOPBACK(&a6) ||
+               (IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr[12] == 127);
+    return 0;
 }
 
 /* gq_config_check's part for the [models] map. */
@@ -1456,6 +1972,16 @@ gq_config_check(const struct gq_config *c, char *err, int errlen)
             cerr(&eb, "class %s: %s", name, msg);
     }
     check_models(c, n < 0 ? 0 : n, &eb);
+    check_tokens(c, n < 0 ? 0 : n, &eb);
+    if (c->allow_remote == 0 && c->ntokens == 0 &&
+        memchr(c->listen, '\0', sizeof c->listen) != NULL &&
+        hostport_why(c->listen, 0) == NULL &&
+        !listen_is_loopback(c->listen))
+        cerr(&eb, "listen %s is not a loopback address and no API token "
+             "is configured, so anyone who can reach it could use the "
+             "API: add [token NAME] sections (or [auth] token_file), or "
+             "set [server] allow_remote = true to serve it without "
+             "authentication", c->listen);
     if (eb.n > 0) {
         eb_finish(&eb);
         return GQ_EINVAL;

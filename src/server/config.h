@@ -5,10 +5,29 @@
 #ifndef GQ_CONFIG_H
 #define GQ_CONFIG_H
 
+#include <stdint.h>
+
 #include "../core/sched.h"
 
 #define GQ_MAX_BACKENDS 16
 #define GQ_MAX_MODELS 64
+#define GQ_MAX_TOKENS 64
+#define GQ_SECRET_MIN 16         /* shortest token secret, bytes */
+#define GQ_SECRET_MAX 256        /* secret buffer: 255 bytes and the NUL */
+#define GQ_ALL_CLASSES UINT64_MAX /* a token's class mask: every class */
+#define GQ_SOCKET_PATH_MAX 108   /* sizeof sun_path on Linux, NUL included */
+
+/*
+ * What an API token may do ([token NAME] role = ...).  Each role has the
+ * rights of the ones below it; the route table of http.c names the least
+ * role each route needs (GQ_ROLE_NONE: no token at all).
+ */
+enum gq_role {
+    GQ_ROLE_NONE = 0,        /* open routes: /healthz, the dashboard */
+    GQ_ROLE_SUBMIT = 1,      /* jobs, locks, events, status, drop-ins */
+    GQ_ROLE_WORKER = 2,      /* and worker leases */
+    GQ_ROLE_ADMIN = 3,       /* and /v1/admin/... */
+};
 
 /* [backend NAME] type = ... */
 enum gq_backend_type {
@@ -38,6 +57,14 @@ struct gq_backend_conf {
     int context_tokens;      /* LLM context size for summarize, 4096 */
 };
 
+/* One API token, from a [token NAME] section or a line of token_file. */
+struct gq_token_conf {
+    char name[GQ_NAME_MAX];
+    enum gq_role role;       /* GQ_ROLE_SUBMIT .. GQ_ROLE_ADMIN */
+    uint64_t classes;        /* bit k: class k; GQ_ALL_CLASSES: any class */
+    char secret[GQ_SECRET_MAX]; /* GQ_SECRET_MIN..255 visible ASCII bytes */
+};
+
 /* Per-class executor settings (arrays indexed like classes[]). */
 struct gq_class_exec {
     enum gq_executor executor; /* default GQ_EXEC_WORKER */
@@ -57,6 +84,9 @@ struct gq_config {
     double drain_timeout;    /* seconds, default 30 */
     double retention;        /* seconds terminal jobs are kept, 7 days */
     int synchronous;         /* 2 full (default), 1 normal, 0 off */
+    int allow_remote;        /* listen beyond loopback without tokens */
+    char unix_socket[GQ_SOCKET_PATH_MAX]; /* also listen here; "" = no */
+    int unix_socket_mode;    /* its permission bits, default 0660 */
     /* [gpu] */
     int slots;               /* default 1 */
     /* [scheduler] */
@@ -77,7 +107,15 @@ struct gq_config {
     /* [callbacks] */
     char callback_secret[256];   /* HMAC-SHA256 key for X-Gpuq-Signature */
     int callback_attempts;       /* deliveries tried per event, default 8 */
+    /* [auth] */
+    char token_file[1024];       /* "NAME ROLE SECRET [CLASSES]" lines */
+    /* [token NAME] sections, then token_file's lines (read at load). */
+    int ntokens;
+    struct gq_token_conf tokens[GQ_MAX_TOKENS];
 };
+
+/* "submit", "worker", "admin" ("none" for GQ_ROLE_NONE, "?" if bad). */
+const char *gq_role_str(enum gq_role r);
 
 /* Fills c with the defaults (the seed design's three classes). */
 void gq_config_defaults(struct gq_config *c);
@@ -106,7 +144,9 @@ int gq_config_load(struct gq_config *c, const char *path, char *err,
  * Checks every value and the cross-field rules, after flags override: at
  * least one class and at most GQ_MAX_CLASSES, valid and unique class
  * names, listen is HOST:PORT, slots in 1..GQ_MAX_SLOTS, each key in its
- * range (doc/config.md).  Returns 0, or GQ_EINVAL with every problem in
+ * range, tokens with valid names, roles and secrets, no secret twice,
+ * and a listen address beyond loopback only with tokens or allow_remote
+ * (doc/config.md).  Returns 0, or GQ_EINVAL with every problem in
  * err, one plain message (no FILE:LINE) per line, as for gq_config_load.
  */
 int gq_config_check(const struct gq_config *c, char *err, int errlen);

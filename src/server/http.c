@@ -3,6 +3,11 @@
  * parsing and validation, job rendering, event streams, status and
  * metrics.  Changes go through the gq_op_* calls of daemon.c; replies go
  * through gq_reply so that they wait for the group commit.
+ *
+ * Access control: each route names the least role it needs; the router
+ * asks auth.c who the request comes from before the handler runs, and
+ * the handlers check the classes they touch (class_ok, job_ok) as soon
+ * as they know them, before they change anything.
  */
 #include <inttypes.h>
 #include <limits.h>
@@ -22,6 +27,7 @@
 #include <openssl/evp.h>
 
 #include "../core/err.h"
+#include "auth.h"
 #include "daemon.h"
 #include "multipart.h"
 #include "ui.h"
@@ -38,6 +44,7 @@ struct ctx {
     const char *param;        /* the {id} segment, if the route has one */
     struct evkeyvalq query;
     json_t *body;             /* parsed body (object), or NULL */
+    struct gq_principal who;  /* the caller, from its token */
 };
 
 typedef void (*handler_fn)(struct ctx *c);
@@ -47,6 +54,7 @@ struct route {
     const char *path;         /* '*' matches one segment */
     handler_fn fn;
     int has_body;             /* parse a JSON object body */
+    enum gq_role need;        /* least role; GQ_ROLE_NONE: no token */
 };
 
 /* --- helpers --- */
@@ -117,6 +125,78 @@ static void
 op_err(struct ctx *c, int rc, const char *field)
 {
     err(c, rc, field, "%s", gq_err_msg(rc));
+}
+
+/* --- access control: the classes of the caller's token --- */
+
+/* Replies 403 for class name, which the caller's token may not use. */
+static void
+forbid_class(struct ctx *c, const char *field, const char *name)
+{
+    gq_auth_count(c->d->auth, GQ_EFORBIDDEN);
+    err(c, GQ_EFORBIDDEN, field, "token %s may not use class %s",
+        c->who.name, name);
+}
+
+/* 0 if the caller may use class cls (an index; < 0, an unknown class,
+ * is left to the handler to report), else replies 403 and -1. */
+static int
+class_ok(struct ctx *c, int cls, const char *field)
+{
+    if (cls < 0 || gq_principal_may(&c->who, cls))
+        return 0;
+    forbid_class(c, field, gq_sched_conf(c->d->sched, cls)->name);
+    return -1;
+}
+
+/* The class index of job seq, with its name in name[GQ_NAME_MAX]:
+ * GQ_ENOENT when there is no such job, GQ_ENOCLASS when its class is no
+ * longer configured. */
+static int
+job_class(struct ctx *c, uint64_t seq, char *name)
+{
+    struct gq_job *j = gq_jobtab_get(&c->d->jobs, seq);
+    struct gq_jobrec r = {0};
+
+    if (j != NULL) {
+        snprintf(name, GQ_NAME_MAX, "%s",
+                 gq_sched_conf(c->d->sched, j->cls)->name);
+        return j->cls;
+    }
+    if (gq_get(c->d, seq, &r) < 0) {
+        gq_jobrec_clear(&r);
+        return GQ_ENOENT;
+    }
+    snprintf(name, GQ_NAME_MAX, "%s", r.cls);
+    gq_jobrec_clear(&r);
+    return gq_sched_class(c->d->sched, name);
+}
+
+/* 0 if the caller may act on job seq (one of its classes, or a job that
+ * does not exist, for the handler to report), else replies 403, -1. */
+static int
+job_ok(struct ctx *c, uint64_t seq, const char *field)
+{
+    char name[GQ_NAME_MAX];
+    int cls;
+
+    if (c->who.classes == GQ_ALL_CLASSES)
+        return 0;
+    cls = job_class(c, seq, name);
+    if (cls == GQ_ENOENT || (cls >= 0 && gq_principal_may(&c->who, cls)))
+        return 0;
+    forbid_class(c, field, name);
+    return -1;
+}
+
+/* The one class a class-restricted caller may use, or -1 (several). */
+static int
+only_class(const struct ctx *c)
+{
+    uint64_t m = c->who.classes;
+    if (m == GQ_ALL_CLASSES || m == 0 || (m & (m - 1)) != 0)
+        return -1;
+    return __builtin_ctzll(m);
 }
 
 json_t *
@@ -515,15 +595,18 @@ parse_deps(struct ctx *c, json_t *payload, uint64_t *out)
         n++;
     }
     for (int k = 0; k < n; k++) {
+        const char *field = k < (int)json_array_size(a) ? "depends_on"
+                                                        : "payload.from_job";
         if (gq_get(c->d, out[k], &r) < 0) {
-            err(c, GQ_EINVAL, k < (int)json_array_size(a)
-                                  ? "depends_on"
-                                  : "payload.from_job",
-                "no such job j%" PRIu64, out[k]);
+            err(c, GQ_EINVAL, field, "no such job j%" PRIu64, out[k]);
             gq_jobrec_clear(&r);
             return -1;
         }
         gq_jobrec_clear(&r);
+        /* A dependency's result may feed the job (from_job): only jobs
+         * of the caller's own classes. */
+        if (job_ok(c, out[k], field) < 0)
+            return -1;
     }
     return n;
 }
@@ -559,7 +642,8 @@ h_submit(struct ctx *c)
             "or https:// URL");
         return;
     }
-    if (validate_payload(c, s.cls, s.payload) < 0 ||
+    if (class_ok(c, gq_sched_class(c->d->sched, s.cls), "class") < 0 ||
+        validate_payload(c, s.cls, s.payload) < 0 ||
         (s.ndeps = parse_deps(c, s.payload, deps)) < 0)
         return;
     s.deps = deps;
@@ -598,7 +682,8 @@ h_get(struct ctx *c)
     uint64_t seq;
     double wait = 0;
     struct gq_jobrec r = {0};
-    if (param_job(c, &seq) < 0 || query_num(c, "wait", 0, 300, &wait) < 0)
+    if (param_job(c, &seq) < 0 || job_ok(c, seq, NULL) < 0 ||
+        query_num(c, "wait", 0, 300, &wait) < 0)
         return;
     int rc = gq_get(c->d, seq, &r);
     if (rc < 0) {
@@ -662,11 +747,24 @@ h_list(struct ctx *c)
     double limit = 100;
     enum gq_state st;
     if ((s = evhttp_find_header(&c->query, "class")) != NULL) {
-        if (gq_sched_class(c->d->sched, s) < 0) {
+        int k = gq_sched_class(c->d->sched, s);
+        if (k < 0) {
             err(c, GQ_ENOCLASS, "class", "unknown class %s", s);
             return;
         }
+        if (class_ok(c, k, "class") < 0)
+            return;
         f.cls = s;
+    } else if (c->who.classes != GQ_ALL_CLASSES) {
+        /* A token of some classes lists those: one at a time. */
+        int k = only_class(c);
+        if (k < 0) {
+            gq_auth_count(c->d->auth, GQ_EFORBIDDEN);
+            err(c, GQ_EFORBIDDEN, "class", "token %s may use only some "
+                "classes: name one with class=", c->who.name);
+            return;
+        }
+        f.cls = gq_sched_conf(c->d->sched, k)->name;
     }
     if ((s = evhttp_find_header(&c->query, "state")) != NULL) {
         if (gq_state_parse(s, &st) < 0) {
@@ -710,7 +808,7 @@ h_cancel(struct ctx *c)
 {
     uint64_t seq;
     struct gq_jobrec r = {0};
-    if (param_job(c, &seq) < 0)
+    if (param_job(c, &seq) < 0 || job_ok(c, seq, NULL) < 0)
         return;
     int rc = gq_op_cancel(c->d, seq, &r);
     if (rc == GQ_ESTATE)
@@ -728,7 +826,7 @@ h_requeue(struct ctx *c)
 {
     uint64_t seq;
     struct gq_jobrec r = {0};
-    if (param_job(c, &seq) < 0)
+    if (param_job(c, &seq) < 0 || job_ok(c, seq, NULL) < 0)
         return;
     int rc = gq_op_requeue(c->d, seq, &r);
     if (rc == GQ_ESTATE)
@@ -759,6 +857,25 @@ h_events(struct ctx *c)
         gq_job_parse_id(s, &seq) < 0) {
         err(c, GQ_EINVAL, "job", "job must be a job id");
         return;
+    }
+    if (class_ok(c, cls, "class") < 0 ||
+        (seq != 0 && job_ok(c, seq, "job") < 0))
+        return;
+    if (cls < 0 && c->who.classes != GQ_ALL_CLASSES) {
+        /* A token of some classes hears of those only: of the job's
+         * class (job_ok allowed it), or of its one class. */
+        char name[GQ_NAME_MAX];
+        cls = seq != 0 ? job_class(c, seq, name) : only_class(c);
+        if (cls < 0 && seq != 0) {
+            err(c, GQ_ENOENT, "job", "no such job");
+            return;
+        }
+        if (cls < 0) {
+            gq_auth_count(c->d->auth, GQ_EFORBIDDEN);
+            err(c, GQ_EFORBIDDEN, "class", "token %s may use only some "
+                "classes: name one with class=", c->who.name);
+            return;
+        }
     }
     if (c->d->draining) {
         err(c, GQ_EDRAINING, NULL, "the daemon is draining");
@@ -865,6 +982,8 @@ h_lease(struct ctx *c)
                 json_string_value(v));
             return;
         }
+        if (class_ok(c, k, "classes") < 0)
+            return;
         want[k] = 1;
     }
     if (c->d->draining) {
@@ -890,7 +1009,8 @@ heartbeat(struct ctx *c)
     uint64_t seq, token;
     double ttl;
     int yield;
-    if (param_lease(c, &seq, &token) < 0 || body_token(c, token) < 0)
+    if (param_lease(c, &seq, &token) < 0 || job_ok(c, seq, NULL) < 0 ||
+        body_token(c, token) < 0)
         return;
     int rc = gq_op_heartbeat(c->d, seq, token, &ttl, &yield);
     if (rc < 0) {
@@ -907,7 +1027,8 @@ finish(struct ctx *c, struct gq_finish *f)
 {
     uint64_t seq, token;
     struct gq_jobrec r = {0};
-    if (param_lease(c, &seq, &token) < 0 || body_token(c, token) < 0)
+    if (param_lease(c, &seq, &token) < 0 || job_ok(c, seq, NULL) < 0 ||
+        body_token(c, token) < 0)
         return;
     int rc = gq_op_finish(c->d, seq, token, f, &r);
     if (rc == GQ_ESTALE)
@@ -999,7 +1120,8 @@ h_lock(struct ctx *c)
         opt_str(c, "holder", 200, 0, &s.holder) < 0 ||
         opt_obj(c, "metadata", &s.metadata) < 0 ||
         opt_num(c, "wait", 0, 3600, &wait) < 0 ||
-        opt_int(c, "priority", -1000, 1000, &prio) < 0)
+        opt_int(c, "priority", -1000, 1000, &prio) < 0 ||
+        class_ok(c, gq_sched_class(c->d->sched, s.cls), "class") < 0)
         return;
     if (c->d->nparked >= c->d->cfg.max_parked) {
         err(c, GQ_EBUSY, NULL, "too many parked requests");
@@ -1056,7 +1178,7 @@ h_unlock(struct ctx *c)
     char *end;
     struct gq_finish f = {GQ_END_RELEASE, NULL, NULL, NULL, 0, 0};
     struct gq_jobrec r = {0};
-    if (param_lease(c, &seq, &token) < 0)
+    if (param_lease(c, &seq, &token) < 0 || job_ok(c, seq, NULL) < 0)
         return;
     if (t == NULL || *t < '0' || *t > '9') {
         err(c, GQ_EINVAL, "token", "token (query) must be an integer");
@@ -1104,7 +1226,11 @@ h_status(struct ctx *c)
                 json_string(gq_sched_conf(d->sched, j->cls)->name));
             json_object_set_new(
                 o, "kind", json_string(gq_kind_str((enum gq_kind)j->kind)));
-            if (gq_get(d, j->seq, &r) == 0) {
+            /* Who holds it and why is for the tokens of its class. */
+            if (!gq_principal_may(&c->who, j->cls)) {
+                json_object_set_new(o, "holder", json_null());
+                json_object_set_new(o, "metadata", json_null());
+            } else if (gq_get(d, j->seq, &r) == 0) {
                 json_object_set_new(o, "holder", str_json(r.holder));
                 json_object_set_new(o, "metadata", text_json(r.metadata));
             }
@@ -1215,6 +1341,24 @@ h_health(struct ctx *c)
         gq_reply(c->d, c->req, 200, json_pack("{s:s}", "status", "ok"));
 }
 
+/* v as a Prometheus label value (\, " and newline escaped), in buf. */
+static const char *
+label_esc(const char *v, char *buf, size_t len)
+{
+    size_t n = 0;
+    for (; *v != '\0' && n + 3 < len; v++) {
+        if (*v == '\\' || *v == '"' || *v == '\n') {
+            buf[n++] = '\\';
+            buf[n++] = *v == '\n' ? 'n' : *v;
+        } else {
+            buf[n++] = *v;
+        }
+    }
+    buf[n] = '\0';
+    return buf;
+}
+
+/* One histogram's series; labels is "" or 'name="value",...'. */
 static void
 hist_out(struct evbuffer *b, const char *name, const char *labels,
          const struct gq_hist *h)
@@ -1231,72 +1375,122 @@ hist_out(struct evbuffer *b, const char *name, const char *labels,
                                 name, labels, sep, gq_hist_bounds[i], cum);
     }
     if (labels[0]) {
-        evbuffer_add_printf(b, "%s_sum{%s} %.6f\n", name, labels, h->sum);
+        evbuffer_add_printf(b, "%s_sum{%s} %.9g\n", name, labels, h->sum);
         evbuffer_add_printf(b, "%s_count{%s} %" PRIu64 "\n", name, labels,
                             h->count);
     } else {
-        evbuffer_add_printf(b, "%s_sum %.6f\n", name, h->sum);
+        evbuffer_add_printf(b, "%s_sum %.9g\n", name, h->sum);
         evbuffer_add_printf(b, "%s_count %" PRIu64 "\n", name, h->count);
     }
 }
 
+/*
+ * GET /metrics: the Prometheus text format (0.0.4).  Every family has
+ * its HELP and TYPE once, then its series; names carry their unit
+ * (_seconds) and counters end in _total; label values are escaped.
+ * doc/api.md lists the families.
+ */
 static void
 h_metrics(struct ctx *c)
 {
     struct gq_daemon *d = c->d;
     struct gq_metrics *m = &d->metrics;
     int n = gq_sched_nclasses(d->sched);
+    int nslots = gq_sched_nslots(d->sched);
     struct evbuffer *b = evhttp_request_get_output_buffer(c->req);
-    char lab[128];
+    char cls[GQ_MAX_CLASSES][2 * GQ_NAME_MAX], lab[3 * GQ_NAME_MAX];
+    char bk[GQ_MAX_BACKENDS][2 * GQ_NAME_MAX];
+    int64_t now = gq_now(), up_us = now - d->started_us;
+    uint64_t refused[2];
+
+    for (int k = 0; k < n; k++)
+        label_esc(gq_sched_conf(d->sched, k)->name, cls[k], sizeof cls[k]);
+    for (int k = 0; k < d->nbackends; k++)
+        label_esc(d->backends[k].conf.name, bk[k], sizeof bk[k]);
 
 #define FAMILY(name, type, help)                                            \
     evbuffer_add_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, \
                         type)
+    FAMILY("gpuq_build_info", "gauge",
+           "Always 1; the version of gpuqd in a label.");
+    evbuffer_add_printf(b, "gpuq_build_info{version=\"%s\"} 1\n",
+                        label_esc(GQ_VERSION, lab, sizeof lab));
+    FAMILY("gpuq_uptime_seconds", "gauge", "Seconds since gpuqd started.");
+    evbuffer_add_printf(b, "gpuq_uptime_seconds %.3f\n",
+                        (double)up_us / 1e6);
     FAMILY("gpuq_jobs_submitted_total", "counter", "Jobs accepted.");
     for (int k = 0; k < n; k++)
         evbuffer_add_printf(b, "gpuq_jobs_submitted_total{class=\"%s\"} %"
-                            PRIu64 "\n", gq_sched_conf(d->sched, k)->name,
-                            m->submitted[k]);
+                            PRIu64 "\n", cls[k], m->submitted[k]);
     FAMILY("gpuq_grants_total", "counter", "GPU grants made.");
     for (int k = 0; k < n; k++)
         evbuffer_add_printf(b, "gpuq_grants_total{class=\"%s\"} %" PRIu64
-                            "\n", gq_sched_conf(d->sched, k)->name,
-                            m->grants[k]);
+                            "\n", cls[k], m->grants[k]);
     FAMILY("gpuq_jobs_finished_total", "counter",
            "Jobs that reached a terminal state.");
     for (int k = 0; k < n; k++)
         for (int s = GQ_SUCCEEDED; s < GQ_NSTATES; s++)
             evbuffer_add_printf(b, "gpuq_jobs_finished_total{class=\"%s\","
-                                "state=\"%s\"} %" PRIu64 "\n",
-                                gq_sched_conf(d->sched, k)->name,
+                                "state=\"%s\"} %" PRIu64 "\n", cls[k],
                                 gq_state_str((enum gq_state)s),
                                 m->finished[k][s]);
     FAMILY("gpuq_lease_expired_total", "counter",
            "Grants whose lease ran out without a heartbeat.");
     for (int k = 0; k < n; k++)
         evbuffer_add_printf(b, "gpuq_lease_expired_total{class=\"%s\"} %"
-                            PRIu64 "\n", gq_sched_conf(d->sched, k)->name,
-                            m->lease_expired[k]);
+                            PRIu64 "\n", cls[k], m->lease_expired[k]);
     FAMILY("gpuq_queue_ready", "gauge", "Jobs ready to run.");
     for (int k = 0; k < n; k++) {
         struct gq_class_stats st;
         gq_sched_stats(d->sched, k, &st);
         evbuffer_add_printf(b, "gpuq_queue_ready{class=\"%s\"} %u\n",
-                            gq_sched_conf(d->sched, k)->name, st.ready);
+                            cls[k], st.ready);
     }
     FAMILY("gpuq_queue_backoff", "gauge", "Jobs waiting out a retry backoff.");
     for (int k = 0; k < n; k++) {
         struct gq_class_stats st;
         gq_sched_stats(d->sched, k, &st);
         evbuffer_add_printf(b, "gpuq_queue_backoff{class=\"%s\"} %u\n",
-                            gq_sched_conf(d->sched, k)->name, st.backoff);
+                            cls[k], st.backoff);
     }
+    FAMILY("gpuq_jobs_running", "gauge",
+           "Jobs holding a grant (batched riders included).");
+    for (int k = 0; k < n; k++) {
+        struct gq_class_stats st;
+        gq_sched_stats(d->sched, k, &st);
+        evbuffer_add_printf(b, "gpuq_jobs_running{class=\"%s\"} %u\n",
+                            cls[k], st.running);
+    }
+    FAMILY("gpuq_workers_waiting", "gauge",
+           "Parked lease requests that would take the class.");
+    for (int k = 0; k < n; k++)
+        evbuffer_add_printf(b, "gpuq_workers_waiting{class=\"%s\"} %d\n",
+                            cls[k], d->waiting_workers[k]);
     FAMILY("gpuq_slots", "gauge", "GPU slots.");
-    evbuffer_add_printf(b, "gpuq_slots %d\n", gq_sched_nslots(d->sched));
+    evbuffer_add_printf(b, "gpuq_slots %d\n", nslots);
     FAMILY("gpuq_slots_busy", "gauge", "GPU slots held.");
     evbuffer_add_printf(b, "gpuq_slots_busy %d\n",
-                        gq_sched_nslots(d->sched) -
-                            gq_sched_free_slots(d->sched));
+                        nslots - gq_sched_free_slots(d->sched));
+    FAMILY("gpuq_slot_busy_seconds_total", "counter",
+           "Seconds the slot has been held since gpuqd started.");
+    double busy[GQ_MAX_SLOTS];
+    for (int s = 0; s < nslots && s < GQ_MAX_SLOTS; s++) {
+        const struct gq_job *j = gq_sched_slot(d->sched, s);
+        int64_t us = m->slot_busy_us[s];
+        if (j != NULL && now > j->grant_us)
+            us += now - j->grant_us;
+        busy[s] = (double)us / 1e6;
+        evbuffer_add_printf(b, "gpuq_slot_busy_seconds_total{slot=\"%d\"} "
+                            "%.6f\n", s, busy[s]);
+    }
+    FAMILY("gpuq_slot_busy_ratio", "gauge",
+           "Fraction of the time since gpuqd started that the slot was "
+           "held.");
+    for (int s = 0; s < nslots && s < GQ_MAX_SLOTS; s++) {
+        double r = up_us > 0 ? busy[s] * 1e6 / (double)up_us : 0;
+        evbuffer_add_printf(b, "gpuq_slot_busy_ratio{slot=\"%d\"} %.6f\n", s,
+                            r < 0 ? 0 : r > 1 ? 1 : r);
+    }
     FAMILY("gpuq_parked_requests", "gauge",
            "Long-polls and event streams held open.");
     evbuffer_add_printf(b, "gpuq_parked_requests %d\n", d->nparked);
@@ -1309,14 +1503,12 @@ h_metrics(struct ctx *c)
                         m->commit_failures);
     FAMILY("gpuq_wait_seconds", "histogram", "Queued to granted.");
     for (int k = 0; k < n; k++) {
-        snprintf(lab, sizeof lab, "class=\"%s\"",
-                 gq_sched_conf(d->sched, k)->name);
+        snprintf(lab, sizeof lab, "class=\"%.127s\"", cls[k]);
         hist_out(b, "gpuq_wait_seconds", lab, &m->wait[k]);
     }
     FAMILY("gpuq_hold_seconds", "histogram", "Length of grants.");
     for (int k = 0; k < n; k++) {
-        snprintf(lab, sizeof lab, "class=\"%s\"",
-                 gq_sched_conf(d->sched, k)->name);
+        snprintf(lab, sizeof lab, "class=\"%.127s\"", cls[k]);
         hist_out(b, "gpuq_hold_seconds", lab, &m->hold[k]);
     }
     FAMILY("gpuq_handoff_seconds", "histogram",
@@ -1329,36 +1521,41 @@ h_metrics(struct ctx *c)
            "One group commit, fsync included.");
     hist_out(b, "gpuq_store_commit_seconds", "", &m->commit);
     FAMILY("gpuq_chat_first_token_seconds", "histogram",
-           "Submit to the first streamed token, per class.");
+           "Entry into the queue to the first streamed token, chat classes.");
     for (int k = 0; k < n; k++) {
         if (d->cfg.exec[k].executor != GQ_EXEC_CHAT)
             continue;
-        snprintf(lab, sizeof lab, "class=\"%s\"",
-                 gq_sched_conf(d->sched, k)->name);
+        snprintf(lab, sizeof lab, "class=\"%.127s\"", cls[k]);
         hist_out(b, "gpuq_chat_first_token_seconds", lab,
                  &m->first_token[k]);
     }
     FAMILY("gpuq_backend_up", "gauge",
            "1 while the backend's circuit is closed.");
     for (int k = 0; k < d->nbackends; k++)
-        evbuffer_add_printf(b, "gpuq_backend_up{backend=\"%s\"} %d\n",
-                            d->backends[k].conf.name,
+        evbuffer_add_printf(b, "gpuq_backend_up{backend=\"%s\"} %d\n", bk[k],
                             d->backends[k].breaker == GQ_BREAKER_CLOSED);
     FAMILY("gpuq_backend_errors_total", "counter",
            "Failed backend calls by kind.");
     for (int k = 0; k < d->nbackends; k++) {
         evbuffer_add_printf(b, "gpuq_backend_errors_total{backend=\"%s\","
-                            "kind=\"retryable\"} %" PRIu64 "\n",
-                            d->backends[k].conf.name,
+                            "kind=\"retryable\"} %" PRIu64 "\n", bk[k],
                             m->backend_errors[k][0]);
         evbuffer_add_printf(b, "gpuq_backend_errors_total{backend=\"%s\","
-                            "kind=\"fatal\"} %" PRIu64 "\n",
-                            d->backends[k].conf.name,
+                            "kind=\"fatal\"} %" PRIu64 "\n", bk[k],
                             m->backend_errors[k][1]);
     }
+    FAMILY("gpuq_auth_refused_total", "counter",
+           "Requests refused for their API token (401 unauthorized, 403 "
+           "forbidden).");
+    gq_auth_counts(d->auth, refused);
+    evbuffer_add_printf(b, "gpuq_auth_refused_total{code=\"unauthorized\"} %"
+                        PRIu64 "\n", refused[0]);
+    evbuffer_add_printf(b, "gpuq_auth_refused_total{code=\"forbidden\"} %"
+                        PRIu64 "\n", refused[1]);
 #undef FAMILY
     evhttp_add_header(evhttp_request_get_output_headers(c->req),
-                      "Content-Type", "text/plain; version=0.0.4");
+                      "Content-Type", "text/plain; version=0.0.4; "
+                      "charset=utf-8");
     evhttp_send_reply(c->req, 200, "OK", NULL);
 }
 
@@ -1678,7 +1875,7 @@ h_stream(struct ctx *c)
 {
     uint64_t seq;
     struct gq_jobrec r = {0};
-    if (param_job(c, &seq) < 0)
+    if (param_job(c, &seq) < 0 || job_ok(c, seq, NULL) < 0)
         return;
     int rc = gq_get(c->d, seq, &r);
     if (rc < 0)
@@ -1688,8 +1885,26 @@ h_stream(struct ctx *c)
     gq_jobrec_clear(&r);
 }
 
+/* The first class with executor e, preferring one the caller may use;
+ * -1 if none. */
+static int
+first_class_of(struct ctx *c, enum gq_executor e)
+{
+    int any = -1;
+    for (int k = 0; k < gq_sched_nclasses(c->d->sched); k++) {
+        if (c->d->cfg.exec[k].executor != e)
+            continue;
+        if (gq_principal_may(&c->who, k))
+            return k;
+        if (any < 0)
+            any = k;
+    }
+    return any;
+}
+
 /* The class of a drop-in chat request: X-Gpuq-Class, the [models] map,
- * or the first class whose executor is chat.  -1 after replying 4xx. */
+ * or the first class whose executor is chat (one of the caller's if it
+ * has one).  -1 after replying 4xx. */
 static int
 dropin_class(struct ctx *c, const char *model)
 {
@@ -1706,15 +1921,16 @@ dropin_class(struct ctx *c, const char *model)
         for (int i = 0; model && i < d->cfg.nmodels; i++)
             if (strcmp(d->cfg.model_names[i], model) == 0)
                 cls = d->cfg.model_class[i];
-        for (int k = 0; cls < 0 && k < gq_sched_nclasses(d->sched); k++)
-            if (d->cfg.exec[k].executor == GQ_EXEC_CHAT)
-                cls = k;
+        if (cls < 0)
+            cls = first_class_of(c, GQ_EXEC_CHAT);
     }
     if (cls < 0 || d->cfg.exec[cls].executor != GQ_EXEC_CHAT) {
         err(c, GQ_EINVAL, "model", "no class with executor = chat serves "
             "this request (set X-Gpuq-Class or a [models] entry)");
         return -1;
     }
+    if (class_ok(c, cls, h ? "X-Gpuq-Class" : "model") < 0)
+        return -1;
     return cls;
 }
 
@@ -1815,13 +2031,14 @@ transcription_dropin(struct ctx *c, int openai)
         err(c, GQ_ENOCLASS, "X-Gpuq-Class", "unknown class %s", h);
         return;
     }
-    for (int k = 0; cls < 0 && k < gq_sched_nclasses(d->sched); k++)
-        if (d->cfg.exec[k].executor == GQ_EXEC_TRANSCRIBE)
-            cls = k;
+    if (cls < 0)
+        cls = first_class_of(c, GQ_EXEC_TRANSCRIBE);
     if (cls < 0 || d->cfg.exec[cls].executor != GQ_EXEC_TRANSCRIBE) {
         err(c, GQ_EINVAL, NULL, "no class with executor = transcribe");
         return;
     }
+    if (class_ok(c, cls, h ? "X-Gpuq-Class" : NULL) < 0)
+        return;
     const char *body = (const char *)evbuffer_pullup(in, -1);
     int n = gq_mp_parse(ct, body, len, parts, msg, sizeof msg);
     if (n < 0) {
@@ -1939,34 +2156,45 @@ h_fault(struct ctx *c)
 
 /* --- routing --- */
 
+/*
+ * The routes, with the least role each needs (auth.h): SUBMIT is any
+ * valid token.  With no token configured everything is open.  The
+ * dashboard's files are open: they are the same for everyone, hold no
+ * data, and a browser cannot send a token when it navigates; the API
+ * calls the page makes need one like any other.
+ */
+#define R_OPEN GQ_ROLE_NONE
+#define R_SUBMIT GQ_ROLE_SUBMIT
+#define R_WORKER GQ_ROLE_WORKER
+#define R_ADMIN GQ_ROLE_ADMIN
 static const struct route routes[] = {
-    {EVHTTP_REQ_POST, "/v1/jobs", h_submit, 1},
-    {EVHTTP_REQ_GET, "/v1/jobs", h_list, 0},
-    {EVHTTP_REQ_GET, "/v1/jobs/*", h_get, 0},
-    {EVHTTP_REQ_POST, "/v1/jobs/*/cancel", h_cancel, 0},
-    {EVHTTP_REQ_POST, "/v1/jobs/*/requeue", h_requeue, 0},
-    {EVHTTP_REQ_GET, "/v1/events", h_events, 0},
-    {EVHTTP_REQ_POST, "/v1/leases", h_lease, 1},
-    {EVHTTP_REQ_POST, "/v1/leases/*/heartbeat", h_lease_hb, 1},
-    {EVHTTP_REQ_POST, "/v1/leases/*/complete", h_complete, 1},
-    {EVHTTP_REQ_POST, "/v1/leases/*/fail", h_fail, 1},
-    {EVHTTP_REQ_POST, "/v1/leases/*/yield", h_yield, 1},
-    {EVHTTP_REQ_POST, "/v1/locks", h_lock, 1},
-    {EVHTTP_REQ_POST, "/v1/locks/*/heartbeat", h_lock_hb, 1},
-    {EVHTTP_REQ_DELETE, "/v1/locks/*", h_unlock, 0},
-    {EVHTTP_REQ_GET, "/v1/status", h_status, 0},
-    {EVHTTP_REQ_GET, "/healthz", h_health, 0},
-    {EVHTTP_REQ_GET, "/metrics", h_metrics, 0},
-    {EVHTTP_REQ_POST, "/v1/admin/drain", h_drain, 1},
-    {EVHTTP_REQ_POST, "/v1/admin/fault", h_fault, 1},
-    {EVHTTP_REQ_GET, "/v1/jobs/*/stream", h_stream, 0},
-    {EVHTTP_REQ_POST, "/v1/chat/completions", h_openai_chat, 1},
-    {EVHTTP_REQ_POST, "/api/chat", h_ollama_chat, 1},
-    {EVHTTP_REQ_POST, "/inference", h_whisper_inference, 0},
+    {EVHTTP_REQ_POST, "/v1/jobs", h_submit, 1, R_SUBMIT},
+    {EVHTTP_REQ_GET, "/v1/jobs", h_list, 0, R_SUBMIT},
+    {EVHTTP_REQ_GET, "/v1/jobs/*", h_get, 0, R_SUBMIT},
+    {EVHTTP_REQ_POST, "/v1/jobs/*/cancel", h_cancel, 0, R_SUBMIT},
+    {EVHTTP_REQ_POST, "/v1/jobs/*/requeue", h_requeue, 0, R_SUBMIT},
+    {EVHTTP_REQ_GET, "/v1/events", h_events, 0, R_SUBMIT},
+    {EVHTTP_REQ_POST, "/v1/leases", h_lease, 1, R_WORKER},
+    {EVHTTP_REQ_POST, "/v1/leases/*/heartbeat", h_lease_hb, 1, R_WORKER},
+    {EVHTTP_REQ_POST, "/v1/leases/*/complete", h_complete, 1, R_WORKER},
+    {EVHTTP_REQ_POST, "/v1/leases/*/fail", h_fail, 1, R_WORKER},
+    {EVHTTP_REQ_POST, "/v1/leases/*/yield", h_yield, 1, R_WORKER},
+    {EVHTTP_REQ_POST, "/v1/locks", h_lock, 1, R_SUBMIT},
+    {EVHTTP_REQ_POST, "/v1/locks/*/heartbeat", h_lock_hb, 1, R_SUBMIT},
+    {EVHTTP_REQ_DELETE, "/v1/locks/*", h_unlock, 0, R_SUBMIT},
+    {EVHTTP_REQ_GET, "/v1/status", h_status, 0, R_SUBMIT},
+    {EVHTTP_REQ_GET, "/healthz", h_health, 0, R_OPEN},
+    {EVHTTP_REQ_GET, "/metrics", h_metrics, 0, R_SUBMIT},
+    {EVHTTP_REQ_POST, "/v1/admin/drain", h_drain, 1, R_ADMIN},
+    {EVHTTP_REQ_POST, "/v1/admin/fault", h_fault, 1, R_ADMIN},
+    {EVHTTP_REQ_GET, "/v1/jobs/*/stream", h_stream, 0, R_SUBMIT},
+    {EVHTTP_REQ_POST, "/v1/chat/completions", h_openai_chat, 1, R_SUBMIT},
+    {EVHTTP_REQ_POST, "/api/chat", h_ollama_chat, 1, R_SUBMIT},
+    {EVHTTP_REQ_POST, "/inference", h_whisper_inference, 0, R_SUBMIT},
     {EVHTTP_REQ_POST, "/v1/audio/transcriptions", h_openai_transcriptions,
-     0},
-    {EVHTTP_REQ_GET, "/", h_ui, 0},
-    {EVHTTP_REQ_GET, "/ui/*", h_ui, 0},
+     0, R_SUBMIT},
+    {EVHTTP_REQ_GET, "/", h_ui, 0, R_OPEN},
+    {EVHTTP_REQ_GET, "/ui/*", h_ui, 0, R_OPEN},
 };
 
 /* Splits a path into at most MAX_SEGS segments (modifies buf). */
@@ -2031,11 +2259,75 @@ parse_body(struct ctx *c)
     return 0;
 }
 
+static const char *
+method_str(enum evhttp_cmd_type m)
+{
+    switch (m) {
+    case EVHTTP_REQ_GET: return "GET";
+    case EVHTTP_REQ_POST: return "POST";
+    case EVHTTP_REQ_HEAD: return "HEAD";
+    case EVHTTP_REQ_PUT: return "PUT";
+    case EVHTTP_REQ_DELETE: return "DELETE";
+    case EVHTTP_REQ_OPTIONS: return "OPTIONS";
+    case EVHTTP_REQ_TRACE: return "TRACE";
+    case EVHTTP_REQ_CONNECT: return "CONNECT";
+    case EVHTTP_REQ_PATCH: return "PATCH";
+    }
+    return "?";
+}
+
+/*
+ * Who sent the request, and may they use route r?  Fills c->who; 0, or
+ * -1 after replying 401 (no or a bad token, with WWW-Authenticate) or
+ * 403 (a role below the route's).
+ */
+static int
+authorize(struct ctx *c, const struct route *r)
+{
+    struct gq_daemon *d = c->d;
+    const char *h, *why = "";
+    int rc;
+
+    if (r->need == GQ_ROLE_NONE) {
+        c->who.name = "";
+        c->who.role = GQ_ROLE_NONE;
+        c->who.classes = 0;
+        return 0;
+    }
+    if (d->auth == NULL && d->cfg.ntokens > 0) {
+        /* Tokens without their table: refuse rather than open up. */
+        err(c, GQ_EINTERNAL, NULL, "access control is not set up");
+        return -1;
+    }
+    h = evhttp_find_header(evhttp_request_get_input_headers(c->req),
+                           "Authorization");
+    rc = gq_auth_verify(d->auth, h, &c->who, &why);
+    if (rc < 0) {
+        gq_auth_count(d->auth, rc);
+        /* RFC 6750: no error code when no credentials were sent. */
+        evhttp_add_header(evhttp_request_get_output_headers(c->req),
+                          "WWW-Authenticate",
+                          h == NULL ? "Bearer realm=\"gpuq\""
+                                    : "Bearer realm=\"gpuq\", "
+                                      "error=\"invalid_token\"");
+        err(c, rc, "Authorization", "%s", why);
+        return -1;
+    }
+    if (c->who.role < r->need) {
+        gq_auth_count(d->auth, GQ_EFORBIDDEN);
+        err(c, GQ_EFORBIDDEN, NULL, "token %s has role %s; %s %s needs "
+            "role %s", c->who.name, gq_role_str(c->who.role),
+            method_str(r->method), r->path, gq_role_str(r->need));
+        return -1;
+    }
+    return 0;
+}
+
 static void
 dispatch_request(struct evhttp_request *req, void *arg)
 {
     struct gq_daemon *d = arg;
-    struct ctx c = {d, req, NULL, {0}, NULL};
+    struct ctx c = {d, req, NULL, {0}, NULL, {"", GQ_ROLE_NONE, 0}};
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
     const char *path = evhttp_uri_get_path(uri);
     const char *query = evhttp_uri_get_query(uri);
@@ -2063,7 +2355,8 @@ dispatch_request(struct evhttp_request *req, void *arg)
             !(method == EVHTTP_REQ_HEAD && routes[i].method == EVHTTP_REQ_GET))
             continue;
         c.param = param;
-        if (routes[i].has_body && parse_body(&c) < 0)
+        if (authorize(&c, &routes[i]) < 0 ||
+            (routes[i].has_body && parse_body(&c) < 0))
             goto out;
         routes[i].fn(&c);
         goto out;

@@ -1,4 +1,4 @@
-/* metrics.c - histogram buckets and quantiles. */
+/* metrics.c - histogram buckets and quantiles, slot occupancy. */
 #include <stdlib.h>
 
 #include "metrics.h"
@@ -33,6 +33,15 @@ gq_hist_quantile(const struct gq_hist *h, double q)
             return gq_hist_bounds[i];
     }
     return gq_hist_bounds[GQ_HBUCKETS - 1];
+}
+
+void
+gq_metrics_slot_freed(struct gq_metrics *m, int slot, int64_t from_us,
+                      int64_t now_us)
+{
+    if (slot < 0 || slot >= GQ_MAX_SLOTS || now_us < from_us || from_us <= 0)
+        return;
+    m->slot_busy_us[slot] += now_us - from_us;
 }
 
 void

@@ -52,6 +52,18 @@ struct gq_metrics {
     uint64_t backend_errors[GQ_MAX_BACKENDS][2]; /* retryable, fatal */
     struct gq_ring hold_recent[GQ_MAX_CLASSES];
     struct gq_ring first_token_recent[GQ_MAX_CLASSES];
+    /* Time each slot was held, grants that have ended (the one holding
+     * it now is added when /metrics is read). */
+    int64_t slot_busy_us[GQ_MAX_SLOTS];
 };
+
+/*
+ * Counts a slot's occupancy that ended at now_us (the slot is free
+ * again); from_us is when the slot was taken (its last holder's
+ * grant_us, which a batched grant's handover passes on).  Both
+ * monotonic microseconds; a bad slot or negative span is ignored.
+ */
+void gq_metrics_slot_freed(struct gq_metrics *m, int slot, int64_t from_us,
+                           int64_t now_us);
 
 #endif
