@@ -20,11 +20,13 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/http.h>
+#include <systemd/sd-daemon.h>
 
 #include "../core/assert.h"
 #include "../core/err.h"
 #include "../exec/httpc.h"
 #include "../exec/workq.h"
+#include "auth.h"
 #include "callback.h"
 #include "daemon.h"
 #include "log.h"
@@ -37,7 +39,10 @@ static void drop_upload(struct gq_daemon *d, struct gq_job *j,
                         const struct gq_jobrec *r);
 static void arm_timer(struct gq_daemon *d);
 static void slot_cb(evutil_socket_t fd, short what, void *arg);
-static int recover(struct gq_daemon *d, int keep_running);
+static int recover(struct gq_daemon *d, int keep_running,
+                   const uint8_t *only);
+static void maybe_compact(struct gq_daemon *d);
+static void notify_status(struct gq_daemon *d, int force);
 
 /* --- clocks --- */
 
@@ -786,11 +791,14 @@ end_grant(struct gq_daemon *d, struct gq_job *j, struct gq_jobrec *r,
         }
     }
     int freed = slot >= 0 && j->slot >= 0;
+    if (freed) /* the slot's time since it was taken (handovers keep it) */
+        gq_metrics_slot_freed(&d->metrics, slot, j->grant_us, now);
     gq_sched_release(d->sched, j, now);
     gq_hist_add(&d->metrics.hold[j->cls], (double)(now - start) / 1e6);
     gq_ring_add(&d->metrics.hold_recent[j->cls], (double)(now - start) / 1e6);
     r->ended_us = gq_wall(d, now);
     r->run_us += now - start;
+    maybe_compact(d); /* a removed class's last grant may have ended */
     if (!freed)
         return;
     d->slot_free_at[slot] = 0;
@@ -815,6 +823,25 @@ requeue_job(struct gq_daemon *d, struct gq_job *j, struct gq_jobrec *r,
     r->state = GQ_QUEUED;
     r->ready_at_us = gq_wall(d, j->ready_at_us);
     r->deadline_us = 0;
+    if (j->cls >= d->nlive_classes) {
+        /* Its class was removed by a reload while it ran: it is stored
+         * queued, as recovery leaves the jobs of unknown classes. */
+        gq_log(GQ_LOG_WARN, "j%llu: class %s is no longer configured; the "
+               "job stays stored but is not scheduled",
+               (unsigned long long)j->seq, r->cls);
+        if (store_update(d, r, detail) == 0)
+            gq_publish(d, r, NULL);
+        wake_jobwaits(d, r);
+        for (struct gq_park *sp = d->parks[GQ_PARK_STREAM]; sp; sp = sp->next)
+            if (sp->seq == r->seq) {
+                push_u64(&d->stream_ends, &d->nstream_ends,
+                         &d->capstream_ends, r->seq);
+                break;
+            }
+        gq_jobtab_del(&d->jobs, j);
+        free(j);
+        return;
+    }
     gq_sched_enqueue(d->sched, j, now);
     if (store_update(d, r, detail) < 0)
         return;
@@ -888,18 +915,16 @@ save_speeds(struct gq_daemon *d, struct gq_backend *bk)
 }
 
 static void
-load_speeds(struct gq_daemon *d)
+load_speeds(struct gq_daemon *d, int b)
 {
     char key[128];
-    for (int b = 0; b < d->nbackends; b++) {
-        for (int k = 0; k < 3; k++) {
-            int64_t v = 0;
-            snprintf(key, sizeof key, "speed:%s:%s",
-                     d->backends[b].conf.name, speed_keys[k]);
-            if (d->store->ops->meta_get(d->store, key, &v, d->errbuf) == 0 &&
-                v > 0)
-                *speed_field(&d->backends[b], k) = (double)v / 1e9;
-        }
+    for (int k = 0; k < 3; k++) {
+        int64_t v = 0;
+        snprintf(key, sizeof key, "speed:%s:%s", d->backends[b].conf.name,
+                 speed_keys[k]);
+        if (d->store->ops->meta_get(d->store, key, &v, d->errbuf) == 0 &&
+            v > 0)
+            *speed_field(&d->backends[b], k) = (double)v / 1e9;
     }
 }
 
@@ -997,7 +1022,8 @@ start_run(struct gq_daemon *d, struct gq_job *j, struct gq_jobrec *r,
         rc->run.workq = d->workq;
         rc->run.base = d->base;
         rc->run.bk = &d->backends[cx->backend];
-        rc->run.cx = cx;
+        rc->cx = *cx; /* a reload may change the class, not this run */
+        rc->run.cx = &rc->cx;
         rc->run.seq = j->seq;
         rc->run.token = j->token;
         rc->run.cls = j->cls;
@@ -1232,7 +1258,7 @@ gq_op_submit(struct gq_daemon *d, const struct gq_submit *s,
     const struct gq_class_conf *cc;
     int64_t now = gq_now();
     *created = 0;
-    if (cls < 0)
+    if (cls < 0 || cls >= d->nlive_classes) /* unknown, or removed */
         return GQ_ENOCLASS;
     cc = gq_sched_conf(d->sched, cls);
     if (s->idem_key) {
@@ -1378,7 +1404,8 @@ gq_op_requeue(struct gq_daemon *d, uint64_t seq, struct gq_jobrec *r)
         return rc;
     if (r->state == GQ_SUCCEEDED || r->kind == GQ_KIND_LOCK)
         return GQ_ESTATE;
-    if ((cls = gq_sched_class(d->sched, r->cls)) < 0)
+    if ((cls = gq_sched_class(d->sched, r->cls)) < 0 ||
+        cls >= d->nlive_classes)
         return GQ_ENOCLASS;
     struct gq_job *j = malloc(sizeof *j);
     if (j == NULL)
@@ -1718,8 +1745,9 @@ rebuild(struct gq_daemon *d)
     ASSERT(gq_jobtab_init(&d->jobs) == 0);
     if (gq_sched_draining(d->sched) != d->draining)
         gq_sched_set_draining(d->sched, d->draining);
-    if (recover(d, 1) < 0)
+    if (recover(d, 1, NULL) < 0)
         gq_log(GQ_LOG_ERR, "rebuild: %s", d->errbuf);
+    maybe_compact(d);
     /* A wait on a job whose insert was rolled back must not attach to
      * the job that gets the same id next. */
     for (int t = GQ_PARK_JOBWAIT; t <= GQ_PARK_STREAM; t++) {
@@ -2007,6 +2035,8 @@ gq_daemon_drain(struct gq_daemon *d, double deadline)
     gq_log(GQ_LOG_INFO, "draining (deadline %.0fs)", deadline);
     d->draining = 1;
     gq_sched_set_draining(d->sched, 1);
+    sd_notify(0, "STOPPING=1");
+    notify_status(d, 1);
     for (p = d->parks[GQ_PARK_LOCK]; p; p = next) {
         uint64_t seq = p->seq;
         next = p->next;
@@ -2047,11 +2077,993 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 {
     struct gq_daemon *d = arg;
     if (sig == SIGHUP) {
-        gq_log(GQ_LOG_INFO, "SIGHUP: configuration reload is not supported "
-               "yet; restart to apply changes");
+        gq_daemon_reload(d); /* logs what it did or why not */
         return;
     }
     gq_daemon_drain(d, d->cfg.drain_timeout);
+}
+
+/* --- reload (SIGHUP) ---
+ *
+ * A reload builds a new scheduler from the new classes and moves every
+ * in-memory job into it, mapping class indexes by name (a job's cls
+ * changes): queued jobs are enqueued again with their priority, backoff
+ * end and deadline (their order in a class is by priority and seq, so it
+ * is kept); running jobs are attached to the slots they hold (riders of a
+ * batched grant ride again); jobs waiting for dependencies stay blocked.
+ * Every array indexed by class (cfg.exec, the metrics, parked leases'
+ * class masks, waiting_workers) or by backend (backends[], health checks,
+ * metrics) is remapped the same way, and then all of it is swapped at
+ * once.  Nothing in the move can fail: its memory is allocated, and the
+ * store written, before it starts.
+ *
+ * The fairness state (virtual times, streaks, achieved shares, the
+ * scheduler's grant counts) starts afresh; the /metrics counters do not.
+ *
+ * A removed class's queued jobs leave memory and stay stored, as
+ * recovery leaves the jobs of an unknown class; its lock waiters and
+ * drop-in requests, which live only as long as a connection, are
+ * cancelled.  A removed class with grants still running is kept after
+ * the file's classes, "retired": it takes no submits and has no queue;
+ * its grants end normally, their ends are stored, and a job that would
+ * go back to its queue is stored queued instead.  When the last of them
+ * ends the classes are compacted by the same move.  A removed backend
+ * with calls in flight (or used by a retired class) is retired likewise.
+ * Backends keep their live state (breaker, speeds, counters, caches) by
+ * name; a changed url or type closes the breaker.
+ */
+
+void
+gq_daemon_set_source(struct gq_daemon *d, const char *path,
+                     const char *data_dir, const char *listen)
+{
+    snprintf(d->conf_path, sizeof d->conf_path, "%s", path ? path : "");
+    snprintf(d->conf_data, sizeof d->conf_data, "%s",
+             data_dir ? data_dir : "");
+    snprintf(d->conf_listen, sizeof d->conf_listen, "%s",
+             listen ? listen : "");
+}
+
+/* Index of the class called name among the first n of c, or -1. */
+static int
+conf_class(const struct gq_config *c, int n, const char *name)
+{
+    for (int k = 0; k < n; k++)
+        if (strcmp(c->classes[k].name, name) == 0)
+            return k;
+    return -1;
+}
+
+/* Index of the backend called name among the first n of c, or -1. */
+static int
+conf_backend(const struct gq_config *c, int n, const char *name)
+{
+    for (int k = 0; k < n; k++)
+        if (strcmp(c->backends[k].name, name) == 0)
+            return k;
+    return -1;
+}
+
+static const char *
+exec_str(enum gq_executor e)
+{
+    static const char *const names[] = {"worker", "transcribe", "summarize",
+                                        "chat"};
+    return (unsigned)e < 4 ? names[e] : "?";
+}
+
+static const char *
+sync_str(int level)
+{
+    return level == 2 ? "full" : level == 1 ? "normal" : "off";
+}
+
+/* Appends ", TEXT" (or TEXT to an empty buf), cut to fit len. */
+static void appendf(char *buf, size_t len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void
+appendf(char *buf, size_t len, const char *fmt, ...)
+{
+    size_t n = strlen(buf);
+    va_list ap;
+    if (n + 3 >= len)
+        return;
+    if (n > 0) {
+        memcpy(buf + n, ", ", 3);
+        n += 2;
+    }
+    va_start(ap, fmt);
+    vsnprintf(buf + n, len - n, fmt, ap);
+    va_end(ap);
+}
+
+static const char *
+backend_name(const struct gq_config *c, int b)
+{
+    return b >= 0 && b < c->nbackends ? c->backends[b].name : "none";
+}
+
+/* Logs what changed in class oc of o, now class nc of n. */
+static void
+log_class_diff(const struct gq_config *o, int oc, const struct gq_config *n,
+               int nc)
+{
+    const struct gq_class_conf *a = &o->classes[oc], *z = &n->classes[nc];
+    const struct gq_class_exec *ax = &o->exec[oc], *zx = &n->exec[nc];
+    char b[900] = "";
+    if (a->priority != z->priority)
+        appendf(b, sizeof b, "priority %d -> %d", a->priority, z->priority);
+    if (a->weight != z->weight)
+        appendf(b, sizeof b, "weight %g -> %g", a->weight, z->weight);
+    if (a->max_consecutive != z->max_consecutive)
+        appendf(b, sizeof b, "max_consecutive %d -> %d", a->max_consecutive,
+                z->max_consecutive);
+    if (a->max_queue != z->max_queue)
+        appendf(b, sizeof b, "max_queue %d -> %d", a->max_queue,
+                z->max_queue);
+    if (a->queue_timeout != z->queue_timeout)
+        appendf(b, sizeof b, "queue_timeout %g -> %g", a->queue_timeout,
+                z->queue_timeout);
+    if (a->lease_ttl != z->lease_ttl)
+        appendf(b, sizeof b, "lease_ttl %g -> %g", a->lease_ttl,
+                z->lease_ttl);
+    if (a->max_attempts != z->max_attempts)
+        appendf(b, sizeof b, "max_attempts %d -> %d", a->max_attempts,
+                z->max_attempts);
+    if (o->backoff_base[oc] != n->backoff_base[nc])
+        appendf(b, sizeof b, "backoff_base %g -> %g", o->backoff_base[oc],
+                n->backoff_base[nc]);
+    if (o->backoff_max[oc] != n->backoff_max[nc])
+        appendf(b, sizeof b, "backoff_max %g -> %g", o->backoff_max[oc],
+                n->backoff_max[nc]);
+    if (ax->executor != zx->executor)
+        appendf(b, sizeof b, "executor %s -> %s", exec_str(ax->executor),
+                exec_str(zx->executor));
+    if (strcmp(backend_name(o, ax->backend), backend_name(n, zx->backend)))
+        appendf(b, sizeof b, "backend %s -> %s", backend_name(o, ax->backend),
+                backend_name(n, zx->backend));
+    if (ax->max_hold != zx->max_hold)
+        appendf(b, sizeof b, "max_hold %g -> %g", ax->max_hold, zx->max_hold);
+    if (strcmp(ax->audio_roots, zx->audio_roots) != 0)
+        appendf(b, sizeof b, "audio_roots changed");
+    if (b[0])
+        gq_log(GQ_LOG_INFO, "reload: class %s: %s", z->name, b);
+}
+
+/* Logs what changed in backend a, now z. */
+static void
+log_backend_diff(const struct gq_backend_conf *a,
+                 const struct gq_backend_conf *z)
+{
+    char b[1400] = "";
+    if (a->type != z->type)
+        appendf(b, sizeof b, "type changed");
+    if (strcmp(a->url, z->url) != 0)
+        appendf(b, sizeof b, "url %s -> %s", a->url, z->url);
+    if (a->timeout != z->timeout)
+        appendf(b, sizeof b, "timeout %g -> %g", a->timeout, z->timeout);
+    if (a->max_concurrency != z->max_concurrency)
+        appendf(b, sizeof b, "max_concurrency %d -> %d", a->max_concurrency,
+                z->max_concurrency);
+    if (strcmp(a->model, z->model) != 0)
+        appendf(b, sizeof b, "model '%s' -> '%s'", a->model, z->model);
+    if (a->breaker_failures != z->breaker_failures ||
+        a->breaker_cooldown != z->breaker_cooldown)
+        appendf(b, sizeof b, "breaker %d/%gs -> %d/%gs", a->breaker_failures,
+                a->breaker_cooldown, z->breaker_failures,
+                z->breaker_cooldown);
+    if (a->health_interval != z->health_interval)
+        appendf(b, sizeof b, "health_interval %g -> %g", a->health_interval,
+                z->health_interval);
+    if (a->context_tokens != z->context_tokens)
+        appendf(b, sizeof b, "context_tokens %d -> %d", a->context_tokens,
+                z->context_tokens);
+    if (b[0])
+        gq_log(GQ_LOG_INFO, "reload: backend %s: %s", z->name, b);
+}
+
+/* Whether class mask a of configuration o names the classes that mask
+ * z of n does (masks are indexes into each one's classes). */
+static int
+same_classes(const struct gq_config *o, uint64_t a, const struct gq_config *n,
+             uint64_t z)
+{
+    if (a == GQ_ALL_CLASSES || z == GQ_ALL_CLASSES)
+        return a == z;
+    for (int k = 0; k < o->nclasses && k < 64; k++)
+        if ((a >> k & 1) &&
+            !(conf_class(n, n->nclasses, o->classes[k].name) >= 0 &&
+              (z >> conf_class(n, n->nclasses, o->classes[k].name) & 1)))
+            return 0;
+    for (int k = 0; k < n->nclasses && k < 64; k++)
+        if ((z >> k & 1) &&
+            !(conf_class(o, o->nclasses, n->classes[k].name) >= 0 &&
+              (a >> conf_class(o, o->nclasses, n->classes[k].name) & 1)))
+            return 0;
+    return 1;
+}
+
+/* Logs the changes of [server] limits, [scheduler], [models],
+ * [callbacks] and the API tokens (never a secret itself). */
+static void
+log_other_diff(const struct gq_config *o, const struct gq_config *n)
+{
+    char b[900] = "";
+    int models = o->nmodels != n->nmodels;
+    if (o->max_body != n->max_body)
+        appendf(b, sizeof b, "max_body %ld -> %ld", o->max_body, n->max_body);
+    if (o->max_payload != n->max_payload)
+        appendf(b, sizeof b, "max_payload %ld -> %ld", o->max_payload,
+                n->max_payload);
+    if (o->max_parked != n->max_parked)
+        appendf(b, sizeof b, "max_parked %d -> %d", o->max_parked,
+                n->max_parked);
+    if (o->request_timeout != n->request_timeout)
+        appendf(b, sizeof b, "request_timeout %g -> %g", o->request_timeout,
+                n->request_timeout);
+    if (o->drain_timeout != n->drain_timeout)
+        appendf(b, sizeof b, "drain_timeout %g -> %g", o->drain_timeout,
+                n->drain_timeout);
+    if (o->retention != n->retention)
+        appendf(b, sizeof b, "retention %g -> %g", o->retention,
+                n->retention);
+    if (o->share_by != n->share_by)
+        appendf(b, sizeof b, "share_by %s -> %s",
+                o->share_by == GQ_SHARE_GRANTS ? "grants" : "time",
+                n->share_by == GQ_SHARE_GRANTS ? "grants" : "time");
+    for (int i = 0; !models && i < n->nmodels; i++)
+        models = strcmp(o->model_names[i], n->model_names[i]) != 0 ||
+                 strcmp(o->classes[o->model_class[i]].name,
+                        n->classes[n->model_class[i]].name) != 0;
+    if (models)
+        appendf(b, sizeof b, "[models] now %d", n->nmodels);
+    if (strcmp(o->callback_secret, n->callback_secret) != 0)
+        appendf(b, sizeof b, "callback secret changed");
+    if (o->callback_attempts != n->callback_attempts)
+        appendf(b, sizeof b, "callback attempts %d -> %d",
+                o->callback_attempts, n->callback_attempts);
+    int tokens = o->ntokens != n->ntokens;
+    for (int i = 0; !tokens && i < n->ntokens; i++)
+        tokens = strcmp(o->tokens[i].name, n->tokens[i].name) != 0 ||
+                 o->tokens[i].role != n->tokens[i].role ||
+                 !same_classes(o, o->tokens[i].classes, n,
+                               n->tokens[i].classes) ||
+                 strcmp(o->tokens[i].secret, n->tokens[i].secret) != 0;
+    if (tokens) /* never the secrets themselves */
+        appendf(b, sizeof b, "API tokens changed (now %d)", n->ntokens);
+    if (b[0])
+        gq_log(GQ_LOG_INFO, "reload: %s", b);
+}
+
+/*
+ * The values only a restart can change (the listeners and who may reach
+ * them, the store, the slots) stay as they are; each one the file
+ * changed gets a warning.  A new restart-only setting belongs here.
+ */
+static void
+keep_restart_only(const struct gq_daemon *d, struct gq_config *nc)
+{
+    const char *tail = "needs a restart; keeping";
+    if (strcmp(nc->listen, d->cfg.listen) != 0) {
+        gq_log(GQ_LOG_WARN, "reload: [server] listen %s -> %s %s %s",
+               d->cfg.listen, nc->listen, tail, d->cfg.listen);
+        memcpy(nc->listen, d->cfg.listen, sizeof nc->listen);
+    }
+    if (strcmp(nc->data_dir, d->cfg.data_dir) != 0) {
+        gq_log(GQ_LOG_WARN, "reload: [server] data_dir %s -> %s %s %s",
+               d->cfg.data_dir, nc->data_dir, tail, d->cfg.data_dir);
+        memcpy(nc->data_dir, d->cfg.data_dir, sizeof nc->data_dir);
+    }
+    if (nc->synchronous != d->cfg.synchronous) {
+        gq_log(GQ_LOG_WARN, "reload: [server] synchronous %s -> %s %s %s",
+               sync_str(d->cfg.synchronous), sync_str(nc->synchronous),
+               tail, sync_str(d->cfg.synchronous));
+        nc->synchronous = d->cfg.synchronous;
+    }
+    if (strcmp(nc->unix_socket, d->cfg.unix_socket) != 0) {
+        gq_log(GQ_LOG_WARN, "reload: [server] unix_socket '%s' -> '%s' %s "
+               "'%s'", d->cfg.unix_socket, nc->unix_socket, tail,
+               d->cfg.unix_socket);
+        memcpy(nc->unix_socket, d->cfg.unix_socket, sizeof nc->unix_socket);
+    }
+    if (nc->unix_socket_mode != d->cfg.unix_socket_mode) {
+        gq_log(GQ_LOG_WARN, "reload: [server] unix_socket_mode %04o -> %04o "
+               "%s %04o", (unsigned)d->cfg.unix_socket_mode,
+               (unsigned)nc->unix_socket_mode, tail,
+               (unsigned)d->cfg.unix_socket_mode);
+        nc->unix_socket_mode = d->cfg.unix_socket_mode;
+    }
+    if (nc->allow_remote != d->cfg.allow_remote) {
+        gq_log(GQ_LOG_WARN, "reload: [server] allow_remote %s -> %s %s %s",
+               d->cfg.allow_remote ? "true" : "false",
+               nc->allow_remote ? "true" : "false", tail,
+               d->cfg.allow_remote ? "true" : "false");
+        nc->allow_remote = d->cfg.allow_remote;
+    }
+    if (nc->slots != d->cfg.slots) {
+        gq_log(GQ_LOG_WARN, "reload: [gpu] slots %d -> %d %s %d",
+               d->cfg.slots, nc->slots, tail, d->cfg.slots);
+        nc->slots = d->cfg.slots;
+    }
+}
+
+struct jobvec {
+    struct gq_job **v;
+    size_t n, cap;
+};
+
+static void
+collect_cb(struct gq_job *j, void *ud)
+{
+    struct jobvec *jv = ud;
+    if (jv->n < jv->cap)
+        jv->v[jv->n++] = j;
+}
+
+static int
+by_enqueue(const void *a, const void *b)
+{
+    const struct gq_job *x = *(struct gq_job *const *)a;
+    const struct gq_job *y = *(struct gq_job *const *)b;
+    if (x->enq_us != y->enq_us)
+        return x->enq_us < y->enq_us ? -1 : 1;
+    return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+/* Whether a drop-in request (whose job lives for its client) waits on
+ * job seq. */
+static int
+has_dropin(struct gq_daemon *d, uint64_t seq)
+{
+    for (struct gq_park *p = d->parks[GQ_PARK_STREAM]; p; p = p->next)
+        if (p->seq == seq && p->fmt != GQ_FMT_GPUQ)
+            return 1;
+    return 0;
+}
+
+/* Cancels a queued job whose class is going away and whose caller waits
+ * on a connection (a lock waiter, a drop-in request).  On a store error
+ * the job is left as it is (the move then drops it from memory). */
+static void
+cancel_removed(struct gq_daemon *d, uint64_t seq)
+{
+    struct gq_job *j = gq_jobtab_get(&d->jobs, seq);
+    struct gq_jobrec r = {0};
+    if (j == NULL || j->state != GQ_QUEUED ||
+        checked(d, gq_get(d, seq, &r), "get") < 0) {
+        gq_jobrec_clear(&r);
+        return;
+    }
+    if (j->blocked)
+        unblock_job(d, j);
+    else
+        gq_sched_remove(d->sched, j);
+    if (j->owner) {
+        struct gq_park *p = j->owner;
+        gq_reply_err(d, p->req, GQ_ENOCLASS, "class",
+                     "class %s was removed by a configuration reload",
+                     r.cls);
+        j->owner = NULL;
+        gq_park_free(p);
+    }
+    r.state = GQ_CANCELLED;
+    set_str(&r.err_code, "class_removed");
+    set_str(&r.err_msg, "its class was removed by a configuration reload");
+    finish_job(d, j, &r, gq_now(), "{\"reload\":true}");
+    gq_jobrec_clear(&r);
+}
+
+static void
+reset_links(struct gq_job *j)
+{
+    j->t_left = j->t_right = NULL;
+    j->t_size = 0;
+    j->f_prev = j->f_next = NULL;
+    j->b_idx = j->d_idx = 0;
+}
+
+/* Moves the class-indexed and backend-indexed counters to their new
+ * indexes (cmap, bmap: old index -> new, -1 = gone); the rest (global
+ * and per-slot) is copied as it is.  A new per-class or per-backend
+ * field of struct gq_metrics must be added here. */
+static void
+remap_metrics(struct gq_metrics *to, const struct gq_metrics *from,
+              const int *cmap, int oldn, const int *bmap, int oldb)
+{
+    *to = *from;
+    memset(to->submitted, 0, sizeof to->submitted);
+    memset(to->grants, 0, sizeof to->grants);
+    memset(to->finished, 0, sizeof to->finished);
+    memset(to->lease_expired, 0, sizeof to->lease_expired);
+    memset(to->wait, 0, sizeof to->wait);
+    memset(to->hold, 0, sizeof to->hold);
+    memset(to->first_token, 0, sizeof to->first_token);
+    memset(to->backend_errors, 0, sizeof to->backend_errors);
+    memset(to->hold_recent, 0, sizeof to->hold_recent);
+    memset(to->first_token_recent, 0, sizeof to->first_token_recent);
+    for (int c = 0; c < oldn; c++) {
+        int k = cmap[c];
+        if (k < 0)
+            continue;
+        to->submitted[k] = from->submitted[c];
+        to->grants[k] = from->grants[c];
+        memcpy(to->finished[k], from->finished[c], sizeof to->finished[k]);
+        to->lease_expired[k] = from->lease_expired[c];
+        to->wait[k] = from->wait[c];
+        to->hold[k] = from->hold[c];
+        to->first_token[k] = from->first_token[c];
+        to->hold_recent[k] = from->hold_recent[c];
+        to->first_token_recent[k] = from->first_token_recent[c];
+    }
+    for (int b = 0; b < oldb; b++)
+        if (bmap[b] >= 0)
+            memcpy(to->backend_errors[bmap[b]], from->backend_errors[b],
+                   sizeof to->backend_errors[0]);
+}
+
+/* Remaps the parked requests that name classes by index: a lease poll
+ * left with none of its classes gets 404 unknown_class, an event stream
+ * of a class that is gone ends; waiting_workers is counted afresh. */
+static void
+remap_parks(struct gq_daemon *d, const int *cmap, int oldn)
+{
+    struct gq_park *p, *next;
+    for (p = d->parks[GQ_PARK_LEASE]; p; p = next) {
+        uint8_t was[GQ_MAX_CLASSES];
+        int had = 0, any = 0;
+        next = p->next;
+        memcpy(was, p->classes, sizeof was);
+        memset(p->classes, 0, sizeof p->classes);
+        for (int c = 0; c < oldn; c++) {
+            int k = cmap[c];
+            if (!was[c])
+                continue;
+            had = 1;
+            if (k >= 0 && k < d->nlive_classes) {
+                p->classes[k] = 1;
+                any = 1;
+            }
+        }
+        if (had && !any) {
+            gq_reply_err(d, p->req, GQ_ENOCLASS, "classes",
+                         "the classes this request waits for were removed "
+                         "by a configuration reload");
+            gq_park_free(p); /* its mask is empty: no counts to undo */
+        }
+    }
+    memset(d->waiting_workers, 0, sizeof d->waiting_workers);
+    for (p = d->parks[GQ_PARK_LEASE]; p; p = p->next)
+        for (int k = 0; k < GQ_MAX_CLASSES; k++)
+            if (p->classes[k])
+                d->waiting_workers[k]++;
+    for (p = d->parks[GQ_PARK_SSE]; p; p = next) {
+        next = p->next;
+        if (p->cls < 0)
+            continue;
+        int k = p->cls < oldn ? cmap[p->cls] : -1;
+        if (k >= 0) {
+            p->cls = k;
+            continue;
+        }
+        evhttp_send_reply_end(p->req);
+        gq_park_free(p);
+    }
+}
+
+/*
+ * Makes nc the running configuration: nc is checked and its
+ * restart-only values are the running ones.  compact: a compaction (nc
+ * is the running file configuration), which logs only what it drops.
+ * Returns 0, or GQ_ENOMEM, GQ_ESTORE, GQ_EINVAL (no room for the retired
+ * classes or backends) with nothing changed.
+ */
+static int
+apply(struct gq_daemon *d, const struct gq_config *nc, int compact)
+{
+    int64_t now = gq_now();
+    int oldn = gq_sched_nclasses(d->sched), oldb = d->nbackends;
+    int cmap[GQ_MAX_CLASSES], bmap[GQ_MAX_BACKENDS];
+    int fresh[GQ_MAX_BACKENDS] = {0}, nadded = 0;
+    uint8_t added[GQ_MAX_CLASSES] = {0};
+    uint64_t dropped_n[GQ_MAX_CLASSES] = {0};
+    struct gq_config *m = malloc(sizeof *m);
+    struct gq_metrics *nm = malloc(sizeof *nm);
+    struct gq_backend *nb = calloc(GQ_MAX_BACKENDS, sizeof *nb);
+    struct jobvec jv = {NULL, 0, d->jobs.count};
+    uint64_t *seqs = NULL;
+    size_t nseqs = 0, nq = 0;
+    struct gq_sched *ns = NULL, *old;
+    char msg[256];
+    int rc = GQ_ENOMEM;
+
+    jv.v = malloc((jv.cap + 1) * sizeof *jv.v);
+    seqs = malloc((jv.cap + 1) * sizeof *seqs);
+    if (m == NULL || nm == NULL || nb == NULL || jv.v == NULL ||
+        seqs == NULL)
+        goto fail;
+    *m = *nc;
+
+    /* Classes by name; a removed one with grants running is retired. */
+    for (int c = 0; c < oldn; c++) {
+        const struct gq_class_conf *cc = gq_sched_conf(d->sched, c);
+        struct gq_class_stats st;
+        int k = conf_class(nc, nc->nclasses, cc->name);
+        gq_sched_stats(d->sched, c, &st);
+        if (k < 0 && st.running > 0) {
+            if (m->nclasses == GQ_MAX_CLASSES) {
+                gq_log(GQ_LOG_ERR, "reload: no room to keep removed class "
+                       "%s until its grants end; retry when they have",
+                       cc->name);
+                rc = GQ_EINVAL;
+                goto fail;
+            }
+            k = m->nclasses++;
+            m->classes[k] = *cc;
+            m->backoff_base[k] = d->cfg.backoff_base[c];
+            m->backoff_max[k] = d->cfg.backoff_max[c];
+            m->exec[k] = d->cfg.exec[c]; /* its backend is mapped below */
+        }
+        cmap[c] = k;
+    }
+    /* Backends by name; a removed one still in use is retired. */
+    for (int b = 0; b < oldb; b++) {
+        int k = conf_backend(nc, nc->nbackends, d->backends[b].conf.name);
+        int used = d->backends[b].inflight > 0;
+        for (int c = nc->nclasses; c < m->nclasses; c++)
+            if (m->exec[c].executor != GQ_EXEC_WORKER &&
+                m->exec[c].backend == b)
+                used = 1;
+        if (k < 0 && used) {
+            if (m->nbackends == GQ_MAX_BACKENDS) {
+                gq_log(GQ_LOG_ERR, "reload: no room to keep removed backend "
+                       "%s until its calls end; retry when they have",
+                       d->backends[b].conf.name);
+                rc = GQ_EINVAL;
+                goto fail;
+            }
+            k = m->nbackends++;
+            m->backends[k] = d->backends[b].conf;
+        }
+        bmap[b] = k;
+    }
+    for (int c = nc->nclasses; c < m->nclasses; c++) {
+        int ob = m->exec[c].backend;
+        m->exec[c].backend = ob >= 0 && ob < oldb ? bmap[ob] : -1;
+    }
+    for (int k = 0; k < nc->nclasses; k++)
+        added[k] = 1;
+    for (int c = 0; c < oldn; c++)
+        if (cmap[c] >= 0)
+            added[cmap[c]] = 0;
+    for (int k = 0; k < nc->nclasses; k++)
+        nadded += added[k];
+    ns = gq_sched_new(m->classes, m->nclasses, m->slots, m->share_by,
+                      (uint32_t)now, msg, sizeof msg);
+    if (ns == NULL) {
+        gq_log(GQ_LOG_ERR, "reload: %s", msg);
+        rc = GQ_EINVAL;
+        goto fail;
+    }
+
+    /* The store first: queued lock waiters and drop-in requests of
+     * removed classes are cancelled (their callers are told now). */
+    gq_jobtab_each(&d->jobs, collect_cb, &jv);
+    for (size_t i = 0; i < jv.n; i++) {
+        struct gq_job *j = jv.v[i];
+        int k = cmap[j->cls];
+        if (j->state == GQ_QUEUED && (k < 0 || k >= nc->nclasses) &&
+            (j->kind == GQ_KIND_LOCK || has_dropin(d, j->seq)))
+            seqs[nseqs++] = j->seq;
+    }
+    if (nseqs > 0 && (rc = gq_batch(d)) < 0) {
+        gq_log(GQ_LOG_ERR, "reload: the store is not writable now");
+        goto fail;
+    }
+    /* The API tokens, whose class masks are indexes into the new classes
+     * (a compaction keeps the file's classes where they are).  Last of
+     * what may fail: it changes nothing when it does. */
+    if (!compact && d->auth &&
+        (rc = gq_auth_reload(d->auth, m, msg, sizeof msg)) < 0) {
+        gq_log(GQ_LOG_ERR, "reload: %s", msg);
+        goto fail;
+    }
+    for (size_t i = 0; i < nseqs; i++)
+        cancel_removed(d, seqs[i]); /* may finish dependents too */
+    nseqs = 0;
+
+    /* From here on nothing fails.  Every job: to its new class, or out
+     * of memory if its class is gone and it is not running. */
+    jv.n = 0;
+    gq_jobtab_each(&d->jobs, collect_cb, &jv);
+    ASSERT(jv.n == d->jobs.count); /* every job moves, or none could */
+    for (size_t i = 0; i < jv.n; i++) {
+        struct gq_job *j = jv.v[i];
+        int k = cmap[j->cls];
+        if (j->state != GQ_RUNNING && (k < 0 || k >= nc->nclasses)) {
+            dropped_n[j->cls]++;
+            seqs[nseqs++] = j->seq;
+            if (j->blocked)
+                unblock_job(d, j);
+            gq_jobtab_del(&d->jobs, j);
+            free(j);
+            jv.v[i] = NULL;
+            continue;
+        }
+        ASSERT(k >= 0);
+        if (j->state == GQ_RUNNING && j->owner) {
+            /* A built-in run: its backend moves with the array. */
+            struct gq_runctx *rc2 = j->owner;
+            int ob = (int)(rc2->run.bk - d->backends);
+            ASSERT(ob >= 0 && ob < oldb && bmap[ob] >= 0);
+            rc2->run.bk = &d->backends[bmap[ob]];
+            rc2->run.cls = k;
+        }
+        j->cls = (uint16_t)k;
+        if (j->state != GQ_RUNNING)
+            reset_links(j);
+    }
+    /* Slot holders, then riders (each alone in its class's queue, so the
+     * ride takes it), then the queue in its old enqueue order. */
+    for (size_t i = 0; i < jv.n; i++) {
+        struct gq_job *j = jv.v[i];
+        if (j == NULL || j->state != GQ_RUNNING || j->slot < 0)
+            continue;
+        int64_t grant_us = j->grant_us;
+        int arc = gq_sched_attach(ns, j, j->slot, now); /* same slots */
+        ASSERT(arc == 0);
+        j->grant_us = grant_us;
+    }
+    for (size_t i = 0; i < jv.n; i++) {
+        struct gq_job *j = jv.v[i];
+        if (j == NULL || j->state != GQ_RUNNING || j->slot >= 0)
+            continue;
+        int64_t enq = j->enq_us, grant_us = j->grant_us;
+        int64_t ready = j->ready_at_us, deadline = j->deadline_us;
+        j->ready_at_us = j->deadline_us = 0;
+        gq_sched_enqueue(ns, j, now);
+        struct gq_job *rode = gq_sched_ride(ns, j->cls, now, NULL, NULL);
+        ASSERT(rode == j);
+        j->enq_us = enq;
+        j->grant_us = grant_us;
+        j->ready_at_us = ready;
+        j->deadline_us = deadline;
+    }
+    for (size_t i = 0; i < jv.n; i++) {
+        struct gq_job *j = jv.v[i];
+        if (j != NULL && j->state == GQ_QUEUED && !j->blocked)
+            jv.v[nq++] = j;
+    }
+    qsort(jv.v, nq, sizeof *jv.v, by_enqueue);
+    for (size_t i = 0; i < nq; i++) {
+        int64_t enq = jv.v[i]->enq_us;
+        gq_sched_enqueue(ns, jv.v[i], now);
+        jv.v[i]->enq_us = enq;
+    }
+    gq_sched_set_draining(ns, d->draining);
+    old = d->sched;
+    d->sched = ns;
+    ns = NULL;
+
+    /* Log against the old configuration, before it is replaced. */
+    for (int c = 0; c < oldn; c++) {
+        const char *name = d->cfg.classes[c].name;
+        int k = cmap[c];
+        if (k >= 0 && k < nc->nclasses && !compact)
+            log_class_diff(&d->cfg, c, m, k);
+        else if (k >= nc->nclasses && c < d->nlive_classes)
+            gq_log(GQ_LOG_WARN, "reload: class %s removed; its running "
+                   "grants end first", name);
+        else if (k < 0 && c >= d->nlive_classes)
+            gq_log(GQ_LOG_INFO, "removed class %s: its last grant has "
+                   "ended", name);
+        else if (k < 0)
+            gq_log(GQ_LOG_WARN, "reload: class %s removed", name);
+        if ((k < 0 || k >= nc->nclasses) && dropped_n[c] > 0)
+            gq_log(GQ_LOG_WARN, "reload: %llu queued jobs of class %s stay "
+                   "stored but are not scheduled (add the class back to "
+                   "run them)", (unsigned long long)dropped_n[c], name);
+    }
+    for (int k = 0; k < nc->nclasses; k++)
+        if (conf_class(&d->cfg, oldn, m->classes[k].name) < 0)
+            gq_log(GQ_LOG_INFO, "reload: class %s added", m->classes[k].name);
+    for (int b = 0; b < oldb; b++) {
+        int k = bmap[b];
+        if (k >= 0 && k < nc->nbackends && !compact)
+            log_backend_diff(&d->cfg.backends[b], &m->backends[k]);
+        else if (k >= nc->nbackends && b < d->nlive_backends)
+            gq_log(GQ_LOG_WARN, "reload: backend %s removed; its calls in "
+                   "flight end first", d->cfg.backends[b].name);
+        else if (k < 0 && b < d->nlive_backends)
+            gq_log(GQ_LOG_WARN, "reload: backend %s removed",
+                   d->cfg.backends[b].name);
+        else if (k < 0)
+            gq_log(GQ_LOG_INFO, "removed backend %s: its last call has "
+                   "ended", d->cfg.backends[b].name);
+    }
+    for (int k = 0; k < nc->nbackends; k++)
+        if (conf_backend(&d->cfg, oldb, m->backends[k].name) < 0)
+            gq_log(GQ_LOG_INFO, "reload: backend %s added",
+                   m->backends[k].name);
+    if (!compact)
+        log_other_diff(&d->cfg, m);
+
+    /* Backends: live state kept by name; health checks start afresh. */
+    for (int k = 0; k < m->nbackends; k++) {
+        int ob = -1;
+        for (int b = 0; b < oldb; b++)
+            if (bmap[b] == k)
+                ob = b;
+        if (ob < 0) {
+            fresh[k] = 1;
+            nb[k].healthy = 1;
+        } else {
+            nb[k] = d->backends[ob];
+            if (nb[k].conf.type != m->backends[k].type ||
+                strcmp(nb[k].conf.url, m->backends[k].url) != 0) {
+                /* Another server: what its breaker knew is stale. */
+                nb[k].breaker = GQ_BREAKER_CLOSED;
+                nb[k].failures = 0;
+                nb[k].open_until_us = 0;
+                nb[k].healthy = 1;
+                nb[k].last_500[0] = '\0';
+            }
+        }
+        nb[k].conf = m->backends[k];
+    }
+    for (int b = 0; b < oldb; b++) {
+        if (d->health_call[b])
+            gq_call_cancel(d->health_call[b]);
+        d->health_call[b] = NULL;
+        if (d->health_ev[b])
+            event_free(d->health_ev[b]);
+        d->health_ev[b] = NULL;
+        /* A dropped backend's executor state (bk->exec_state) has no
+         * destructor in the executor table; it is left behind. */
+    }
+    memcpy(d->backends, nb, GQ_MAX_BACKENDS * sizeof *nb);
+    d->nbackends = m->nbackends;
+    for (int k = 0; k < m->nbackends; k++) {
+        if (fresh[k])
+            load_speeds(d, k);
+        if (k >= nc->nbackends)
+            continue; /* retired: no health checks */
+        d->health_arg[k].d = d;
+        d->health_arg[k].b = k;
+        d->health_ev[k] = evtimer_new(d->base, health_cb, &d->health_arg[k]);
+        if (d->health_ev[k]) {
+            struct timeval now_tv = {0, 0};
+            evtimer_add(d->health_ev[k], &now_tv);
+        }
+    }
+
+    remap_metrics(nm, &d->metrics, cmap, oldn, bmap, oldb);
+    d->metrics = *nm;
+    int limits = d->cfg.max_body != m->max_body ||
+                 d->cfg.request_timeout != m->request_timeout;
+    d->cfg = *m;
+    d->nlive_classes = nc->nclasses;
+    d->nlive_backends = nc->nbackends;
+    remap_parks(d, cmap, oldn);
+    gq_sched_free(old);
+    if (limits)
+        gq_http_setup(d); /* evhttp's body size limit and read timeout */
+
+    /* Whoever waits on a job that left memory gets it as stored. */
+    for (size_t i = 0; i < nseqs; i++) {
+        struct gq_jobrec r = {0};
+        if (gq_get(d, seqs[i], &r) == 0) {
+            wake_jobwaits(d, &r);
+            gq_http_stream_end(d, &r);
+        }
+        gq_jobrec_clear(&r);
+    }
+    if (nadded > 0) {
+        /* An added class may have jobs in the store: those of a class
+         * removed earlier, or unknown at the last start. */
+        size_t before = d->jobs.count;
+        if (recover(d, 0, added) < 0)
+            gq_log(GQ_LOG_ERR, "reload: loading the stored jobs of the "
+                   "added classes: %s; they wait for the next start",
+                   d->errbuf);
+        else if (d->jobs.count > before)
+            gq_log(GQ_LOG_INFO, "reload: %zu stored jobs of the added "
+                   "classes loaded", d->jobs.count - before);
+    }
+    d->timer_at = -1; /* the deadlines moved: arm the timer afresh */
+    gq_kick(d);
+    rc = 0;
+fail:
+    gq_sched_free(ns);
+    free(m);
+    free(nm);
+    free(nb);
+    free(jv.v);
+    free(seqs);
+    return rc;
+}
+
+/* Drops the retired classes and backends once nothing uses them. */
+static void
+compact_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct gq_daemon *d = arg;
+    struct gq_config *live;
+    int rc;
+    for (int c = d->nlive_classes; c < gq_sched_nclasses(d->sched); c++) {
+        struct gq_class_stats st;
+        gq_sched_stats(d->sched, c, &st);
+        if (st.running > 0)
+            return;
+    }
+    for (int b = d->nlive_backends; b < d->nbackends; b++)
+        if (d->backends[b].inflight > 0)
+            return;
+    live = malloc(sizeof *live);
+    if (live == NULL)
+        return; /* tried again when another grant ends */
+    *live = d->cfg;
+    live->nclasses = d->nlive_classes;
+    live->nbackends = d->nlive_backends;
+    rc = apply(d, live, 1);
+    if (rc < 0)
+        gq_log(GQ_LOG_WARN, "dropping removed classes: %s", gq_err_msg(rc));
+    free(live);
+}
+
+/* Schedules a compaction once no retired class runs a grant and no
+ * retired backend has a call in flight. */
+static void
+maybe_compact(struct gq_daemon *d)
+{
+    if (d->cfg.nclasses == d->nlive_classes &&
+        d->nbackends == d->nlive_backends)
+        return;
+    for (int c = d->nlive_classes; c < gq_sched_nclasses(d->sched); c++) {
+        struct gq_class_stats st;
+        gq_sched_stats(d->sched, c, &st);
+        if (st.running > 0)
+            return;
+    }
+    for (int b = d->nlive_backends; b < d->nbackends; b++)
+        if (d->backends[b].inflight > 0)
+            return;
+    if (d->compact_ev)
+        event_active(d->compact_ev, EV_TIMEOUT, 0);
+}
+
+int
+gq_daemon_reload(struct gq_daemon *d)
+{
+    static char err[8192];
+    struct gq_config *nc;
+    int rc;
+    if (d->conf_path[0] == '\0') {
+        gq_log(GQ_LOG_WARN, "reload: gpuqd was started without --config; "
+               "there is nothing to reload");
+        return GQ_EINVAL;
+    }
+    if (d->draining) {
+        gq_log(GQ_LOG_WARN, "reload: draining; the configuration is not "
+               "reloaded");
+        return GQ_EDRAINING;
+    }
+    sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%lld\nSTATUS=reloading %s",
+               (long long)gq_now(), d->conf_path);
+    gq_log(GQ_LOG_INFO, "reload: reading %s", d->conf_path);
+    nc = malloc(sizeof *nc);
+    if (nc == NULL) {
+        rc = GQ_ENOMEM;
+        snprintf(err, sizeof err, "out of memory");
+    } else {
+        rc = gq_config_load(nc, d->conf_path, err, sizeof err);
+    }
+    if (rc == 0) {
+        if (d->conf_data[0])
+            snprintf(nc->data_dir, sizeof nc->data_dir, "%s", d->conf_data);
+        if (d->conf_listen[0])
+            snprintf(nc->listen, sizeof nc->listen, "%s", d->conf_listen);
+        rc = gq_config_check(nc, err, sizeof err);
+    }
+    if (rc < 0) {
+        /* Every problem, one log line each. */
+        for (char *line = err, *nl; line && *line; line = nl) {
+            nl = strchr(line, '\n');
+            if (nl)
+                *nl++ = '\0';
+            gq_log(GQ_LOG_ERR, "reload: %s", line);
+        }
+        gq_log(GQ_LOG_ERR, "reload: %s was not applied; the configuration "
+               "is unchanged", d->conf_path);
+    } else {
+        keep_restart_only(d, nc);
+        rc = apply(d, nc, 0);
+        if (rc == 0) {
+            d->reloads++;
+            gq_log(GQ_LOG_INFO, "reload: %s applied (%d classes, %d "
+                   "backends)", d->conf_path, nc->nclasses, nc->nbackends);
+        } else {
+            gq_log(GQ_LOG_ERR, "reload: %s was not applied (%s); the "
+                   "configuration is unchanged", d->conf_path,
+                   gq_err_msg(rc));
+        }
+    }
+    free(nc);
+    sd_notify(0, "READY=1");
+    notify_status(d, 1);
+    return rc;
+}
+
+/* --- systemd: status and watchdog --- */
+
+static void
+status_text(struct gq_daemon *d, char *buf, size_t len)
+{
+    unsigned long long queued = 0, running = 0;
+    for (int c = 0; c < gq_sched_nclasses(d->sched); c++) {
+        struct gq_class_stats st;
+        gq_sched_stats(d->sched, c, &st);
+        queued += st.ready + st.backoff;
+        running += st.running;
+    }
+    snprintf(buf, len, "%s: %llu queued, %zu waiting for dependencies, "
+             "%llu running, %d of %d slots busy",
+             d->draining ? "draining" : "serving", queued, d->nblocked,
+             running, gq_sched_nslots(d->sched) -
+                          gq_sched_free_slots(d->sched),
+             gq_sched_nslots(d->sched));
+}
+
+/* Sends STATUS= when it changed (force: in any case). */
+static void
+notify_status(struct gq_daemon *d, int force)
+{
+    char st[sizeof d->notify_status];
+    if (d->sched == NULL)
+        return;
+    status_text(d, st, sizeof st);
+    if (!force && strcmp(st, d->notify_status) == 0)
+        return;
+    memcpy(d->notify_status, st, sizeof st);
+    d->notify_status_at = gq_now();
+    sd_notifyf(0, "STATUS=%s", st);
+}
+
+static void
+notify_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct gq_daemon *d = arg;
+    /* From the loop itself: a loop that is stuck stops the pings, and
+     * systemd restarts the service. */
+    if (d->watchdog_us > 0)
+        sd_notify(0, "WATCHDOG=1");
+    /* At least once a minute, so a lost datagram is mended. */
+    notify_status(d, gq_now() - d->notify_status_at > 60000000);
+}
+
+void
+gq_daemon_notify_ready(struct gq_daemon *d)
+{
+    uint64_t wd = 0;
+    int64_t every = 2000000; /* STATUS= refresh */
+    status_text(d, d->notify_status, sizeof d->notify_status);
+    d->notify_status_at = gq_now();
+    sd_notifyf(0, "READY=1\nSTATUS=%s", d->notify_status);
+    if (getenv("NOTIFY_SOCKET") == NULL)
+        return; /* not under systemd (or Type=simple): nothing to keep */
+    if (sd_watchdog_enabled(0, &wd) > 0 && wd > 0) {
+        d->watchdog_us = (int64_t)wd;
+        if (d->watchdog_us / 2 < every)
+            every = d->watchdog_us / 2;
+        gq_log(GQ_LOG_INFO, "watchdog: %.1fs; pinging every %.1fs",
+               (double)wd / 1e6, (double)every / 1e6);
+    }
+    d->notify_ev = event_new(d->base, -1, EV_PERSIST, notify_cb, d);
+    if (d->notify_ev) {
+        struct timeval tv = {(time_t)(every / 1000000),
+                             (suseconds_t)(every % 1000000)};
+        event_add(d->notify_ev, &tv);
+    }
 }
 
 /* --- start-up --- */
@@ -2059,6 +3071,7 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 struct recover_ctx {
     struct gq_daemon *d;
     int keep_running;
+    const uint8_t *only;      /* classes to load (by index), NULL = all */
     uint64_t *fix;            /* seqs to fix after the scan */
     size_t nfix, capfix;
     int rc;
@@ -2086,6 +3099,11 @@ recover_one(void *ud, const struct gq_jobrec *r)
     struct gq_daemon *d = x->d;
     int64_t now = gq_now();
     int cls = gq_sched_class(d->sched, r->cls);
+    if (x->only && (cls < 0 || !x->only[cls] ||
+                    gq_jobtab_get(&d->jobs, r->seq) != NULL))
+        return 0; /* a reload loads the jobs of its added classes */
+    if (cls >= d->nlive_classes && r->state != GQ_RUNNING)
+        cls = -1; /* removed by a reload; only its grants run on */
     if (cls < 0) {
         gq_log(GQ_LOG_WARN, "j%llu: class %s is not configured; the job "
                "stays stored but is not scheduled",
@@ -2140,11 +3158,13 @@ recover_one(void *ud, const struct gq_jobrec *r)
 /* Loads queued and running jobs from the store.  keep_running = 0 (a
  * start): grants that were live when the daemon died get their attempt
  * counted and go back to the queue (or dead).  Queued lock jobs have lost
- * their caller either way and are cancelled. */
+ * their caller either way and are cancelled.  only (NULL = every class):
+ * just the jobs of these classes that are not in memory (a reload that
+ * adds classes; their "running" rows are from an earlier life). */
 static int
-recover(struct gq_daemon *d, int keep_running)
+recover(struct gq_daemon *d, int keep_running, const uint8_t *only)
 {
-    struct recover_ctx x = {d, keep_running, NULL, 0, 0, 0};
+    struct recover_ctx x = {d, keep_running, only, NULL, 0, 0, 0};
     int rc;
     int64_t fence = 0;
     rc = d->store->ops->meta_get(d->store, "fence", &fence, d->errbuf);
@@ -2264,11 +3284,13 @@ gq_daemon_init(struct gq_daemon *d, const struct gq_config *cfg, char *msg,
         return GQ_ENOMEM;
     }
     d->nbackends = cfg->nbackends;
+    d->nlive_classes = cfg->nclasses;
+    d->nlive_backends = cfg->nbackends;
     for (int b = 0; b < cfg->nbackends; b++) {
         d->backends[b].conf = cfg->backends[b];
         d->backends[b].healthy = 1;
+        load_speeds(d, b);
     }
-    load_speeds(d);
     snprintf(d->upload_dir, sizeof d->upload_dir, "%s/uploads",
              cfg->data_dir);
     if (mkdir(d->upload_dir, 0750) < 0 && errno != EEXIST) {
@@ -2296,6 +3318,7 @@ gq_daemon_init(struct gq_daemon *d, const struct gq_config *cfg, char *msg,
     d->timer_ev = evtimer_new(d->base, timer_cb, d);
     d->purge_ev = evtimer_new(d->base, purge_cb, d);
     d->drain_ev = evtimer_new(d->base, drain_deadline_cb, d);
+    d->compact_ev = event_new(d->base, -1, 0, compact_cb, d);
     for (int s = 0; s < cfg->slots; s++)
         d->slot_ev[s] = evtimer_new(d->base, slot_cb, d);
     int sigs[3] = {SIGTERM, SIGINT, SIGHUP};
@@ -2311,7 +3334,7 @@ gq_daemon_init(struct gq_daemon *d, const struct gq_config *cfg, char *msg,
         snprintf(msg, (size_t)msglen, "cannot start the sync thread");
         return GQ_EIO;
     }
-    int rc = recover(d, 0);
+    int rc = recover(d, 0, NULL);
     if (rc < 0) {
         snprintf(msg, (size_t)msglen, "recovery: %s", d->errbuf);
         return rc;
@@ -2341,6 +3364,9 @@ gq_daemon_init(struct gq_daemon *d, const struct gq_config *cfg, char *msg,
         return GQ_ENOMEM;
     }
     gq_http_setup(d);
+    rc = gq_auth_init(d, msg, msglen);
+    if (rc < 0)
+        return rc;
     /* HOST:PORT, [v6]:PORT */
     const char *colon = strrchr(cfg->listen, ':');
     if (colon == NULL || colon == cfg->listen) {
@@ -2416,6 +3442,7 @@ gq_daemon_close(struct gq_daemon *d)
         gq_httpc_free(d->httpc);
     if (d->http)
         evhttp_free(d->http);
+    gq_auth_close(d);
     if (d->jobs.buckets) {
         gq_jobtab_each(&d->jobs, free_job_cb, NULL);
         gq_jobtab_close(&d->jobs);
@@ -2445,6 +3472,10 @@ gq_daemon_close(struct gq_daemon *d)
         event_free(d->purge_ev);
     if (d->drain_ev)
         event_free(d->drain_ev);
+    if (d->compact_ev)
+        event_free(d->compact_ev);
+    if (d->notify_ev)
+        event_free(d->notify_ev);
     if (d->base)
         event_base_free(d->base);
 }

@@ -54,6 +54,8 @@ struct gq_runctx {
     struct gq_run run;            /* what the executor sees */
     struct gq_daemon *d;
     const struct gq_exec_ops *ops;
+    struct gq_class_exec cx;      /* the class's settings at the start: a
+                                     reload does not change a run's */
     int ended;                    /* the executor called end() */
     int group_slot;               /* the slot of the grant it runs in */
     int64_t started_us;           /* its own grant's start (monotonic) */
@@ -108,6 +110,7 @@ struct gq_daemon {
     struct gq_store *store;
     struct gq_jobtab jobs;        /* every job not yet finished */
     struct gq_metrics metrics;
+    struct gq_auth *auth;         /* API tokens, unix socket (auth.c) */
 
     /* Group commit. */
     int in_batch;                 /* BEGIN done this turn */
@@ -180,6 +183,23 @@ struct gq_daemon {
     int64_t started_us;           /* monotonic start */
     int draining;
     int fault_injection;          /* --fault-injection: /v1/admin/fault */
+
+    /* Reload (SIGHUP, daemon.c "reload").  cfg.classes[] holds the
+     * file's classes first, then removed classes whose grants still run
+     * ("retired": no submits, no queue; dropped once their last grant
+     * ends); cfg.backends[] likewise. */
+    char conf_path[1024];         /* --config FILE; "" = none */
+    char conf_data[1024];         /* --data over the file; "" = none */
+    char conf_listen[256];        /* --listen over the file; "" = none */
+    int nlive_classes;            /* cfg.classes[0..n) are the file's */
+    int nlive_backends;           /* cfg.backends[0..n) are the file's */
+    uint64_t reloads;             /* reloads applied */
+    struct event *compact_ev;     /* drops retired classes and backends */
+    /* systemd (sd_notify): STATUS= lines and watchdog pings. */
+    struct event *notify_ev;
+    int64_t watchdog_us;          /* WatchdogSec; 0 = off */
+    int64_t notify_status_at;     /* when STATUS= was last sent */
+    char notify_status[160];      /* the last STATUS= sent */
     int exit_code;
     char errbuf[GQ_STORE_ERRLEN];
 };
@@ -198,6 +218,33 @@ void gq_daemon_close(struct gq_daemon *d);
 
 /* Starts a drain (SIGTERM, /v1/admin/drain); deadline in seconds. */
 void gq_daemon_drain(struct gq_daemon *d, double deadline);
+
+/*
+ * Remembers where the configuration came from, for reloads: the file
+ * (NULL: none, and a reload has nothing to read) and the command-line
+ * values that override it (NULL: not given).  The strings are copied.
+ * Call after gq_daemon_init.
+ */
+void gq_daemon_set_source(struct gq_daemon *d, const char *path,
+                          const char *data_dir, const char *listen);
+/*
+ * Reloads the configuration now (what SIGHUP does): reads and checks the
+ * file, and on any error logs every problem and changes nothing.
+ * Otherwise classes, backends, [models], [callbacks] and the [server]
+ * limits take effect at once, without dropping a job (doc/operations.md
+ * says what happens to each kind of change); listen, data_dir, slots and
+ * synchronous need a restart and only get a warning.  Returns 0, or the
+ * GQ_E* code of the failure (the daemon then runs on as before).
+ */
+int gq_daemon_reload(struct gq_daemon *d);
+
+/*
+ * Tells systemd the daemon is ready (READY=1, when NOTIFY_SOCKET is set)
+ * and starts the loop timer that keeps STATUS= current and, with
+ * WatchdogSec=, sends WATCHDOG=1 at half the interval.  Call once the
+ * listener is up, just before gq_daemon_run.
+ */
+void gq_daemon_notify_ready(struct gq_daemon *d);
 
 /* --- used by the HTTP layer (http.c) --- */
 
@@ -271,7 +318,9 @@ int gq_get(struct gq_daemon *d, uint64_t seq, struct gq_jobrec *rec);
 void gq_publish(struct gq_daemon *d, const struct gq_jobrec *r,
                 const struct gq_job *j);
 
-/* The HTTP layer: installs the routes on d->http. */
+/* The HTTP layer: installs the routes on d->http.  A reload that changes
+ * max_body or request_timeout calls it again, so it must only set things
+ * (callbacks, limits), never add or allocate. */
 void gq_http_setup(struct gq_daemon *d);
 /* Replies to a lease/lock park with its grant. */
 void gq_http_grant(struct gq_daemon *d, struct gq_park *p,

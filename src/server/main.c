@@ -1,6 +1,8 @@
 /*
  * main.c - gpuqd's command line: read the configuration, apply the flags
- * over it, run the daemon.  Only main decides to exit.
+ * over it, check the whole (which refuses a listen address beyond
+ * loopback without API tokens), run the daemon.  Only main decides to
+ * exit.
  *
  *   gpuqd [--config FILE] [--data DIR] [--listen HOST:PORT] [--debug]
  *   gpuqd --check-config FILE
@@ -27,7 +29,9 @@ usage(FILE *f)
             "       gpuqd --check-config FILE\n"
             "       gpuqd --version\n"
             "Flags override the file; with no file the built-in defaults "
-            "apply\n(see doc/config.md).\n");
+            "apply\n(see doc/config.md).  A --listen address beyond "
+            "loopback needs API tokens\n([token NAME] sections) or "
+            "[server] allow_remote = true.\n");
 }
 
 int
@@ -76,8 +80,12 @@ main(int argc, char **argv)
                     err[0] && err[strlen(err) - 1] == '\n' ? "" : "\n");
             return 1;
         }
-        printf("%s: ok (%d classes, %d slots)\n", check, cfg.nclasses,
-               cfg.slots);
+        if (cfg.ntokens > 0)
+            printf("%s: ok (%d classes, %d slots, %d API tokens)\n", check,
+                   cfg.nclasses, cfg.slots, cfg.ntokens);
+        else
+            printf("%s: ok (%d classes, %d slots)\n", check, cfg.nclasses,
+                   cfg.slots);
         return 0;
     }
     if (config) {
@@ -106,7 +114,9 @@ main(int argc, char **argv)
         return 1;
     }
     d.fault_injection = faults;
-    sd_notify(0, "READY=1\nSTATUS=serving");
+    /* SIGHUP re-reads the file and applies the same flags over it. */
+    gq_daemon_set_source(&d, config, data, listen);
+    gq_daemon_notify_ready(&d); /* READY=1, STATUS=, WATCHDOG=1 */
     rc = gq_daemon_run(&d);
     sd_notify(0, "STOPPING=1");
     gq_daemon_close(&d);
