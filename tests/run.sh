@@ -123,6 +123,24 @@ if [ "$mode" != unit ]; then
     done
 fi
 
+if [ "$mode" != unit ]; then
+    # The dashboard in a real browser (tests/browser/run.sh: chromium and
+    # playwright-core, installed when missing); node's summary gives the
+    # counts ("# pass N", "# fail N").
+    echo "== browser: tests/browser/run.sh (gpuqd: $bin/gpuqd)"
+    "$root/tests/browser/run.sh" "$bin" >"$tmp/browser" 2>&1
+    rc=$?
+    cat "$tmp/browser"
+    set -- $(awk '/^# pass [0-9]+$/ { p = $3 } /^# fail [0-9]+$/ { f = $3 }
+                  END { printf "%d %d\n", p, f }' "$tmp/browser")
+    ok=$1 bad=$2
+    [ "$rc" -ne 0 ] && [ "$bad" -eq 0 ] && bad=1
+    passed=$((passed + ok))
+    failed=$((failed + bad))
+    [ "$bad" -gt 0 ] && failures="$failures browser"
+    echo "== browser: $ok passed, $bad failed"
+fi
+
 [ -n "$failures" ] && echo "failed:$failures"
 echo "tests: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
