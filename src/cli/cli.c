@@ -105,7 +105,10 @@ gq_cli_connect(struct gq_cli *c)
         gq_cli_errf("bad server URL '%s': want http://HOST:PORT", c->url);
         return GQ_EXIT_USAGE;
     }
-    c->client = gpuq_client_new(c->url, NULL);
+    /* The API token comes from the environment only, so it never shows
+     * in ps (GPUQ_TOKEN is the lease token `gpuq worker` gives CMD). */
+    const char *tok = getenv("GPUQ_API_TOKEN");
+    c->client = gpuq_client_new(c->url, tok && tok[0] ? tok : NULL);
     if (!c->client) {
         gq_cli_errf("%s: out of memory", c->url);
         return GQ_EXIT_HTTP;

@@ -105,6 +105,7 @@ usage(FILE *f)
     fprintf(f,
             "\nGlobal options (before or after the command):\n"
             "  --url URL    the daemon (default $GPUQ_URL, else %s)\n"
+            "               (an API token is read from $GPUQ_API_TOKEN)\n"
             "  --json       print the server's JSON instead of tables\n"
             "  --timeout S  limit of each ordinary request, seconds "
             "(default %d; 0 = none)\n"
