@@ -1152,17 +1152,9 @@ h_lock(struct ctx *c)
     gq_jobrec_clear(&r);
 }
 
+/* POST /v1/leases/{id}/heartbeat and /v1/locks/{id}/heartbeat. */
 static void
-h_lock_hb(struct ctx *c)
-{
-    static const char *const fields[] = {"token", NULL};
-    if (check_fields(c, fields) < 0)
-        return;
-    heartbeat(c);
-}
-
-static void
-h_lease_hb(struct ctx *c)
+h_heartbeat(struct ctx *c)
 {
     static const char *const fields[] = {"token", NULL};
     if (check_fields(c, fields) < 0)
@@ -1682,20 +1674,12 @@ failed_status(int state)
     }
 }
 
-/* Answers a whisper.cpp- or OpenAI-style transcription request, and
- * removes its uploaded file. */
+/* Answers a whisper.cpp- or OpenAI-style transcription request (the
+ * daemon removes the upload when the job ends, whatever the end). */
 static void
 whisper_finish(struct gq_daemon *d, struct gq_park *p,
                const struct gq_jobrec *r, json_t *res)
 {
-    json_t *payload = text_json(r->payload);
-    const char *up = json_string_value(json_object_get(payload, "upload"));
-    if (up && strchr(up, '/') == NULL) {
-        char path[1400];
-        snprintf(path, sizeof path, "%s/%s", d->upload_dir, up);
-        unlink(path);
-    }
-    json_decref(payload);
     if (r->state != GQ_SUCCEEDED) {
         gq_reply(d, p->req, failed_status(r->state),
                  json_pack("{s:{s:s, s:s}}", "error", "code",
@@ -2175,12 +2159,12 @@ static const struct route routes[] = {
     {EVHTTP_REQ_POST, "/v1/jobs/*/requeue", h_requeue, 0, R_SUBMIT},
     {EVHTTP_REQ_GET, "/v1/events", h_events, 0, R_SUBMIT},
     {EVHTTP_REQ_POST, "/v1/leases", h_lease, 1, R_WORKER},
-    {EVHTTP_REQ_POST, "/v1/leases/*/heartbeat", h_lease_hb, 1, R_WORKER},
+    {EVHTTP_REQ_POST, "/v1/leases/*/heartbeat", h_heartbeat, 1, R_WORKER},
     {EVHTTP_REQ_POST, "/v1/leases/*/complete", h_complete, 1, R_WORKER},
     {EVHTTP_REQ_POST, "/v1/leases/*/fail", h_fail, 1, R_WORKER},
     {EVHTTP_REQ_POST, "/v1/leases/*/yield", h_yield, 1, R_WORKER},
     {EVHTTP_REQ_POST, "/v1/locks", h_lock, 1, R_SUBMIT},
-    {EVHTTP_REQ_POST, "/v1/locks/*/heartbeat", h_lock_hb, 1, R_SUBMIT},
+    {EVHTTP_REQ_POST, "/v1/locks/*/heartbeat", h_heartbeat, 1, R_SUBMIT},
     {EVHTTP_REQ_DELETE, "/v1/locks/*", h_unlock, 0, R_SUBMIT},
     {EVHTTP_REQ_GET, "/v1/status", h_status, 0, R_SUBMIT},
     {EVHTTP_REQ_GET, "/healthz", h_health, 0, R_OPEN},
