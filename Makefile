@@ -133,6 +133,16 @@ asan:
 	$(MAKE) test B=build/asan BIN=build/asan/bin OPT=-O1 \
 	  SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all"
 
+# The reliability campaigns (doc/RELIABILITY.md), one command each:
+# `make crash-campaign`, `fault-campaign`, `hostile-campaign` and
+# `load-campaign` drive the release build through tests/campaigns/NAME.py
+# and exit non-zero when an invariant breaks.  ARGS go to the script.
+CAMPAIGNS := crash fault hostile load
+.PHONY: $(addsuffix -campaign,$(CAMPAIGNS))
+$(addsuffix -campaign,$(CAMPAIGNS)): %-campaign: test-deps all
+	GPUQD=$(abspath $(BIN))/gpuqd GPUQ=$(abspath $(BIN))/gpuq \
+	  PYTHONDONTWRITEBYTECODE=1 python3 tests/campaigns/$*.py $(ARGS)
+
 fmt:
 	clang-format -i src/*/*.c src/*/*.h tests/*.c bench/*.c
 
