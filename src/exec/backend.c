@@ -92,7 +92,10 @@ gq_backend_failure(struct gq_backend *b, uint64_t seq,
         snprintf(msg, msglen, "backend %s answered %d: %s", b->conf.name,
                  res->status, em);
         *code = res->status >= 500 ? "backend_5xx" : "backend_4xx";
-        if (res->status >= 500 &&
+        /* Only a 500 can be a client mistake in disguise (llama-server);
+         * 502, 503 ("Loading model", Ollama's "server busy, please try
+         * again") and 504 say "later" however often they repeat. */
+        if (res->status == 500 &&
             gq_backend_repeated_500(b, seq, res->body, res->body_len))
             *retryable = 0;
     } else {
