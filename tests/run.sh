@@ -1,32 +1,76 @@
 #!/bin/sh
 # run.sh - runs gpuq's tests and prints one summary line.
 #
-#   tests/run.sh [--unit|--integration] BUILD_DIR BIN_DIR
+#   tests/run.sh [--unit|--integration] [--jobs N] BUILD_DIR BIN_DIR
 #
 # Unit tests: every executable BUILD_DIR/tests/test_*, each in its own
 # process under `timeout 120`; cmocka's "[  PASSED  ] N test(s)." and
 # "[  FAILED  ] N test(s)" lines give the per-test counts (a binary that
 # prints neither counts as one test).  Integration tests: the Python
 # suite in tests/integration against BIN_DIR/gpuqd and BIN_DIR/gpuq.
+# --jobs N (default 1) runs the Python suites N at a time, tests/
+# integration one module per job (for `make valgrind`, whose daemons are
+# slow); the reports are printed in a fixed order when all have ended,
+# and the browser test runs alone afterwards.
 # The last line is always "tests: N passed, M failed"; the exit status is
 # non-zero if anything failed.
 set -u
 
+usage="usage: tests/run.sh [--unit|--integration] [--jobs N] BUILD_DIR BIN_DIR"
+root=$(cd "$(dirname "$0")/.." && pwd)
+py=python3
+[ -x /usr/bin/python3 ] && py=/usr/bin/python3
+
+# One Python test job: NAME is fake, integration, client, or
+# integration.MODULE (one module of tests/integration); unittest's output
+# goes to OUT.  Returns unittest's exit status.
+py_job() {
+    name=$1 out=$2
+    case "$name" in
+    fake) set -- discover -s tests/fake -t tests/fake ;;
+    integration) set -- discover -s tests/integration -t tests/integration ;;
+    client) set -- discover -s clients/python/tests -t clients/python ;;
+    integration.*) set -- "${name#integration.}" ;;
+    esac
+    case "$name" in
+    integration.*) cd "$root/tests/integration" ;;
+    *) cd "$root" ;;
+    esac
+    GPUQD="$bin/gpuqd" GPUQ="$bin/gpuq" PYTHONDONTWRITEBYTECODE=1 \
+        "$py" -m unittest "$@" -v >"$out" 2>&1
+}
+
+# Internal: the --jobs pool (xargs) runs one job per process this way.
+if [ "${1:-}" = --py-job ]; then
+    [ $# -eq 4 ] || exit 2
+    bin=$4
+    py_job "$2" "$3/$2.out"
+    echo $? >"$3/$2.rc"
+    exit 0
+fi
+
 mode=all
-case "${1:-}" in
---unit) mode=unit; shift ;;
---integration) mode=integration; shift ;;
--h|--help)
-    echo "usage: tests/run.sh [--unit|--integration] BUILD_DIR BIN_DIR"
-    exit 0 ;;
-esac
+jobs=1
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --unit) mode=unit; shift ;;
+    --integration) mode=integration; shift ;;
+    --jobs)
+        case "${2:-}" in
+        [1-9]|[1-9][0-9]) jobs=$2 ;;
+        *) echo "$usage" >&2; exit 2 ;;
+        esac
+        shift 2 ;;
+    -h|--help) echo "$usage"; exit 0 ;;
+    *) break ;;
+    esac
+done
 if [ $# -ne 2 ]; then
-    echo "usage: tests/run.sh [--unit|--integration] BUILD_DIR BIN_DIR" >&2
+    echo "$usage" >&2
     exit 2
 fi
 build=$1
 bin=$2
-root=$(cd "$(dirname "$0")/.." && pwd)
 case "$build" in /*) ;; *) build="$PWD/$build" ;; esac
 case "$bin" in /*) ;; *) bin="$PWD/$bin" ;; esac
 
@@ -72,27 +116,14 @@ if [ "$mode" != integration ]; then
     [ "$found" -eq 1 ] || echo "== unit: no test binaries in $build/tests"
 fi
 
-if [ "$mode" != unit ]; then
-    py=python3
-    [ -x /usr/bin/python3 ] && py=/usr/bin/python3
-    # tests/fake checks the fake inference server against the recorded
-    # exchanges; tests/integration drives the real daemon.
-    # clients/python/tests checks the Python client against the daemon.
-    for suite in fake integration client; do
-    dir=tests/$suite top=tests/$suite
-    [ "$suite" = client ] && dir=clients/python/tests top=clients/python
-    echo "== $suite: $py -m unittest (gpuqd: $bin/gpuqd)"
-    (cd "$root" &&
-        GPUQD="$bin/gpuqd" GPUQ="$bin/gpuq" PYTHONDONTWRITEBYTECODE=1 \
-            "$py" -m unittest discover -s "$dir" \
-            -t "$top" -v) >"$tmp/py" 2>&1
-    rc=$?
-    cat "$tmp/py"
+# The counts of a Python job's output (file $2, exit status $3), added
+# to the totals under the name $1.
+py_counts() {
     # unittest ends with "Ran N tests in ..." and "OK (skipped=S)" or
     # "FAILED (failures=F, errors=E, skipped=S, ...)".  F and E count
     # failing subtests one by one, so the failed tests are counted from
     # the "FAIL: test (id) [subtest]" headers instead, once per test.
-    set -- $(awk '
+    set -- "$1" "$3" $(awk '
         /^Ran [0-9]+ tests? in / { ran = $2 }
         /^(FAIL|ERROR): / {
             t = $0; sub(/^[A-Z]+: /, "", t); sub(/\) .*$/, ")", t)
@@ -109,8 +140,8 @@ if [ "$mode" != unit ]; then
         END {
             printf "%d %d %d\n", ran, nbad + c["unexpected successes"],
                 c["skipped"]
-        }' "$tmp/py")
-    ran=$1 bad=$2 skipped=$3
+        }' "$2")
+    name=$1 rc=$2 ran=$3 bad=$4 skipped=$5
     ok=$((ran - bad - skipped))
     if [ "$rc" -ne 0 ] && [ "$bad" -eq 0 ]; then
         bad=1 # the suite itself broke (import error, crash, no summary)
@@ -118,9 +149,40 @@ if [ "$mode" != unit ]; then
     fi
     passed=$((passed + ok))
     failed=$((failed + bad))
-    [ "$bad" -gt 0 ] && failures="$failures $suite"
-    echo "== $suite: $ok passed, $bad failed, $skipped skipped"
-    done
+    [ "$bad" -gt 0 ] && failures="$failures $name"
+    echo "== $name: $ok passed, $bad failed, $skipped skipped"
+}
+
+if [ "$mode" != unit ]; then
+    # tests/fake checks the fake inference server against the recorded
+    # exchanges; tests/integration drives the real daemon.
+    # clients/python/tests checks the Python client against the daemon.
+    if [ "$jobs" -eq 1 ]; then
+        for suite in fake integration client; do
+            echo "== $suite: $py -m unittest (gpuqd: $bin/gpuqd)"
+            (py_job "$suite" "$tmp/py")
+            rc=$?
+            cat "$tmp/py"
+            py_counts "$suite" "$tmp/py" "$rc"
+        done
+    else
+        # The biggest modules first, so that the pool ends together;
+        # the reports come out in name order whatever the timing.
+        names="$( (cd "$root/tests/integration" && ls -S test_*.py) |
+            sed 's/^/integration./; s/\.py$//')"
+        echo "== python: $jobs jobs at a time (gpuqd: $bin/gpuqd)"
+        printf '%s\n' $names client fake |
+            xargs -P "$jobs" -I{} "$root/tests/run.sh" --py-job {} \
+                "$tmp" "$bin"
+        for name in fake $(printf '%s\n' $names | sort) client; do
+            echo "== $name: $py -m unittest"
+            rc=2 # no status: the job did not run to its end
+            [ -f "$tmp/$name.rc" ] && rc=$(cat "$tmp/$name.rc")
+            [ -f "$tmp/$name.out" ] || : >"$tmp/$name.out"
+            cat "$tmp/$name.out"
+            py_counts "$name" "$tmp/$name.out" "$rc"
+        done
+    fi
 fi
 
 if [ "$mode" != unit ]; then

@@ -300,6 +300,72 @@ check_limit(double max_seconds, char *err, size_t errlen)
     return 0;
 }
 
+/* ---- a guard for libsndfile's WAV parser ----------------------------- */
+
+#define RIFF_MAX_CHUNKS 4096   /* chunk headers riff_check looks at */
+
+/* Reads the 8-byte chunk header at off; 0, or -1 if it is not there. */
+typedef int (*riff_read_fn)(void *ctx, uint64_t off, unsigned char hdr[8]);
+
+static uint32_t
+riff_u32(const unsigned char *p, int be)
+{
+    return be ? (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
+                    (uint32_t)p[2] << 8 | p[3]
+              : (uint32_t)p[3] << 24 | (uint32_t)p[2] << 16 |
+                    (uint32_t)p[1] << 8 | p[0];
+}
+
+/*
+ * libsndfile 1.2 can spend minutes inside sf_open on a WAV of a hundred
+ * bytes whose LIST chunk claims a size far past the end of the file: it
+ * walks the claimed size a few bytes at a time (libsndfile issue 1118,
+ * still open in 1.2.2; found by tests/fuzz).  A RIFF or RIFX WAVE file
+ * whose chunks before "data" run past its end is broken anyway, so it is
+ * refused before libsndfile sees it; "data" may claim more than there
+ * is (a recording cut short, a streamed WAV).  Other files pass.  size
+ * is the file's length.  Returns 0, or GQ_EINVAL with err set.
+ */
+static int
+riff_check(riff_read_fn rd, void *ctx, uint64_t size, char *err,
+           size_t errlen)
+{
+    unsigned char h[8];
+    uint64_t off = 12;
+    int be;
+
+    if (size < 12 || rd(ctx, 0, h) < 0)
+        return 0;
+    if (memcmp(h, "RIFF", 4) == 0)
+        be = 0;
+    else if (memcmp(h, "RIFX", 4) == 0)
+        be = 1;
+    else
+        return 0;
+    if (rd(ctx, 4, h) < 0 || memcmp(h + 4, "WAVE", 4) != 0)
+        return 0;
+    for (int i = 0; i < RIFF_MAX_CHUNKS && off + 8 <= size; i++) {
+        if (rd(ctx, off, h) < 0 || memcmp(h, "data", 4) == 0)
+            return 0;
+        uint64_t len = riff_u32(h + 4, be);
+        if (off + 8 + len > size)
+            return fail(err, errlen, GQ_EINVAL, "not an audio file: a WAV "
+                        "chunk runs past the end of the file");
+        off += 8 + len + (len & 1); /* chunks are padded to even sizes */
+    }
+    return 0;
+}
+
+/* riff_check's reader for a file. */
+static int
+fd_read_hdr(void *ctx, uint64_t off, unsigned char hdr[8])
+{
+    int fd = *(int *)ctx;
+    if (off > INT64_MAX - 8)
+        return -1;
+    return pread(fd, hdr, 8, (off_t)off) == 8 ? 0 : -1;
+}
+
 int
 gq_audio_load(const char *path, double max_seconds, struct gq_audio *out,
               char *err, size_t errlen)
@@ -335,6 +401,11 @@ gq_audio_load(const char *path, double max_seconds, struct gq_audio *out,
     if (!S_ISREG(st.st_mode)) {
         close(fd);
         return fail(err, errlen, GQ_EINVAL, "not a regular file: %s", shown);
+    }
+    rc = riff_check(fd_read_hdr, &fd, (uint64_t)st.st_size, err, errlen);
+    if (rc) {
+        close(fd);
+        return rc;
     }
 
     SF_INFO info;
@@ -422,6 +493,17 @@ mem_tell(void *user)
     return ((struct membuf *)user)->pos;
 }
 
+/* riff_check's reader for a buffer. */
+static int
+mem_read_hdr(void *ctx, uint64_t off, unsigned char hdr[8])
+{
+    const struct membuf *m = ctx;
+    if (off > (uint64_t)m->len || (uint64_t)m->len - off < 8)
+        return -1;
+    memcpy(hdr, m->p + off, 8);
+    return 0;
+}
+
 int
 gq_audio_load_mem(const void *data, size_t len, double max_seconds,
                   struct gq_audio *out, char *err, size_t errlen)
@@ -440,6 +522,9 @@ gq_audio_load_mem(const void *data, size_t len, double max_seconds,
         return fail(err, errlen, GQ_EINVAL, "bad audio buffer");
 
     struct membuf m = {data, (sf_count_t)len, 0};
+    rc = riff_check(mem_read_hdr, &m, len, err, errlen);
+    if (rc)
+        return rc;
     SF_VIRTUAL_IO io = {
         .get_filelen = mem_len,
         .seek = mem_seek,

@@ -48,6 +48,7 @@ struct gq_backend {
     double s_per_out_tok;
     char last_500[64];        /* digest of the last 500 reply, for repeats */
     void *exec_state;         /* the executor's per-backend state (caches) */
+    void (*exec_state_free)(void *state); /* frees exec_state; set with it */
 };
 
 /* Can the backend take another call now? (breaker and concurrency) */

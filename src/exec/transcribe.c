@@ -65,12 +65,25 @@ struct tx {
     char lang[32], prompt[1024];
 };
 
+/* Frees a cache and its audio (the backend's exec_state_free). */
+static void
+cache_free(void *state)
+{
+    struct tcache *tc = state;
+    for (int i = 0; tc && i < CACHE_N; i++)
+        gq_audio_free(&tc->e[i].a);
+    free(tc);
+}
+
 static struct tcache *
 cache_of(struct gq_backend *bk)
 {
-    /* The backend's spare pointer holds this executor's cache. */
-    if (bk->exec_state == NULL)
+    /* The backend's spare pointer holds this executor's cache; the
+     * daemon frees it with the backend. */
+    if (bk->exec_state == NULL) {
         bk->exec_state = calloc(1, sizeof(struct tcache));
+        bk->exec_state_free = cache_free;
+    }
     return bk->exec_state;
 }
 

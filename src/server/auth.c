@@ -347,6 +347,11 @@ bind_unix(struct gq_daemon *d, const char *path, int mode, char *msg,
         evconnlistener_free(l);
         return GQ_ENOMEM;
     }
+    if (gq_http_guard_listener(d, l) < 0) {
+        snprintf(msg, (size_t)msglen, "unix_socket %s: cannot watch its "
+                 "listener", path);
+        return GQ_ENOMEM;
+    }
     gq_log(GQ_LOG_INFO, "listening on unix:%s (mode %04o)", path,
            (unsigned)mode);
     return 0;

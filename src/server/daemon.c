@@ -93,11 +93,33 @@ set_json(char **dst, json_t *v)
 
 /* --- batches and replies --- */
 
+/* How long to wait before trying the store again after commit_fails
+ * failed commits in a row: 10 ms, doubling to 1.28 s. */
+static struct timeval
+fail_backoff(const struct gq_daemon *d)
+{
+    long us = 10000L << (d->commit_fails < 7 ? d->commit_fails : 7);
+    struct timeval tv = {us / 1000000, us % 1000000};
+    return tv;
+}
+
 void
 gq_kick(struct gq_daemon *d)
 {
-    if (!d->turn_armed) {
-        d->turn_armed = 1;
+    if (d->turn_armed)
+        return;
+    d->turn_armed = 1;
+    /*
+     * While commits keep failing, every turn waits (fail_backoff), not
+     * only the one a rebuild arms (turn_cb): a job whose queue deadline
+     * passed would otherwise make timer_cb write, kick, fail the turn,
+     * rebuild, and be loaded past its deadline again, over and over
+     * without a pause.
+     */
+    if (d->commit_fails > 0) {
+        struct timeval tv = fail_backoff(d);
+        event_add(d->turn_ev, &tv);
+    } else {
         event_active(d->turn_ev, EV_TIMEOUT, 0);
     }
 }
@@ -415,6 +437,8 @@ gq_park_new(struct gq_daemon *d, enum gq_park_type type,
     p->next = d->parks[type];
     if (p->next)
         p->next->prev = p;
+    else
+        d->park_tail[type] = p;
     d->parks[type] = p;
     d->nparked++;
     if (type == GQ_PARK_LEASE) {
@@ -444,6 +468,8 @@ gq_park_free(struct gq_park *p)
         d->parks[p->type] = p->next;
     if (p->next)
         p->next->prev = p->prev;
+    else
+        d->park_tail[p->type] = p->prev;
     d->nparked--;
     if (p->watch)
         event_free(p->watch);
@@ -1084,12 +1110,13 @@ start_run(struct gq_daemon *d, struct gq_job *j, struct gq_jobrec *r,
 static struct gq_park *
 find_worker(struct gq_daemon *d, int cls)
 {
-    /* Parks are pushed at the head; the longest waiting is the last. */
-    struct gq_park *p = d->parks[GQ_PARK_LEASE], *found = NULL;
-    for (; p; p = p->next)
+    /* Parks are pushed at the head; the longest waiting is the last, so
+     * the walk starts at the tail: with one pool of workers for a class
+     * the first poll looked at takes it, however many are parked. */
+    for (struct gq_park *p = d->park_tail[GQ_PARK_LEASE]; p; p = p->prev)
         if (p->classes[cls])
-            found = p;
-    return found;
+            return p;
+    return NULL;
 }
 
 /* Grants j: a slot holder (j->slot >= 0), or a rider of the batched
@@ -1690,7 +1717,14 @@ purge_cb(evutil_socket_t fd, short what, void *arg)
             n > 0)
             gq_log(GQ_LOG_INFO, "purged %lld finished jobs", (long long)n);
     }
-    struct timeval tv = {3600, 0};
+    /* Every quarter of the retention, from 1 s to 60 s: a finished job
+     * outlives its retention by at most that (an hourly purge kept a
+     * 60 s retention's jobs for up to an hour), and each purge deletes
+     * at most about a minute's worth of jobs inside its loop turn. */
+    double every = d->cfg.retention / 4;
+    every = every < 1 ? 1 : every > 60 ? 60 : every;
+    struct timeval tv = {(time_t)every,
+                         (suseconds_t)((every - floor(every)) * 1e6)};
     evtimer_add(d->purge_ev, &tv);
 }
 
@@ -1731,7 +1765,7 @@ rebuild(struct gq_daemon *d)
         d->group_n[s] = 0;
     }
     /* Runs are cancelled; their grants are reloaded without a run and
-     * expire by ttl. */
+     * expire at once (recover_one); workers' and locks' grants stay. */
     gq_jobtab_each(&d->jobs, drop_run_cb, NULL);
     gq_jobtab_each(&d->jobs, free_job_cb, NULL);
     gq_jobtab_close(&d->jobs);
@@ -1803,6 +1837,7 @@ turn_cb(evutil_socket_t fd, short what, void *arg)
         gq_hist_add(&d->metrics.commit, (double)(gq_now() - t1) / 1e6);
         if (rc == 0) {
             d->metrics.commits++;
+            d->commit_fails = 0;
             committed(d);
         } else {
             if (rc != GQ_ESTORE || !d->batch_failed)
@@ -1817,6 +1852,20 @@ turn_cb(evutil_socket_t fd, short what, void *arg)
             json_decref(d->sse_batch);
             d->sse_batch = NULL;
             rebuild(d);
+            /*
+             * If the rebuild itself has work to commit (a lock waiter to
+             * cancel, a grant), the turn is armed again, and run at once
+             * it would fail the same way: a loop that never polls, so
+             * no request (not even the one that lifts a fault) is read
+             * and the log fills.  While commits keep failing, the next
+             * turn waits (fail_backoff).
+             */
+            if (d->turn_armed) {
+                struct timeval tv = fail_backoff(d);
+                event_del(d->turn_ev);
+                event_add(d->turn_ev, &tv);
+            }
+            d->commit_fails++;
         }
     } else {
         flush_replies(d, 0, 0);
@@ -2818,8 +2867,8 @@ apply(struct gq_daemon *d, const struct gq_config *nc, int compact)
         if (d->health_ev[b])
             event_free(d->health_ev[b]);
         d->health_ev[b] = NULL;
-        /* A dropped backend's executor state (bk->exec_state) has no
-         * destructor in the executor table; it is left behind. */
+        /* A dropped backend's executor state (bk->exec_state) is left
+         * behind; gq_daemon_close frees only the backends it has. */
     }
     memcpy(d->backends, nb, GQ_MAX_BACKENDS * sizeof *nb);
     d->nbackends = m->nbackends;
@@ -3139,6 +3188,15 @@ recover_one(void *ud, const struct gq_jobrec *r)
         const struct gq_class_conf *cc = gq_sched_conf(d->sched, cls);
         struct timeval tv = {(time_t)cc->lease_ttl + 1, 0};
         j->expires_us = now + (int64_t)(cc->lease_ttl * 1e6);
+        /* A built-in executor's run is gone (rebuild cancels runs) and
+         * nobody will end its grant: expire it as a lost lease as soon
+         * as the store may work again, rather than leave the slot idle
+         * for a whole ttl. */
+        if (r->kind == GQ_KIND_JOB &&
+            d->cfg.exec[cls].executor != GQ_EXEC_WORKER) {
+            tv = fail_backoff(d);
+            j->expires_us = now;
+        }
         evtimer_assign(d->slot_ev[slot], d->base, slot_cb, d);
         evtimer_add(d->slot_ev[slot], &tv);
         return 0;
@@ -3364,6 +3422,10 @@ gq_daemon_init(struct gq_daemon *d, const struct gq_config *cfg, char *msg,
         return GQ_ENOMEM;
     }
     gq_http_setup(d);
+    if (gq_http_init(d) < 0) {
+        snprintf(msg, (size_t)msglen, "cannot start the HTTP layer");
+        return GQ_ENOMEM;
+    }
     rc = gq_auth_init(d, msg, msglen);
     if (rc < 0)
         return rc;
@@ -3385,6 +3447,11 @@ gq_daemon_init(struct gq_daemon *d, const struct gq_config *cfg, char *msg,
         snprintf(msg, (size_t)msglen, "cannot listen on %s: %s",
                  cfg->listen, strerror(errno));
         return GQ_EIO;
+    }
+    if (gq_http_guard_listener(d, evhttp_bound_socket_get_listener(bs)) <
+        0) {
+        snprintf(msg, (size_t)msglen, "cannot watch the listener");
+        return GQ_ENOMEM;
     }
     if (write_addr(d, bs) < 0) {
         snprintf(msg, (size_t)msglen, "cannot write %s/gpuqd.addr",
@@ -3440,8 +3507,14 @@ gq_daemon_close(struct gq_daemon *d)
         gq_workq_free(d->workq);
     if (d->httpc)
         gq_httpc_free(d->httpc);
+    /* After the work queue: a cancelled run's work that came back has
+     * let go of its cache entries. */
+    for (int b = 0; b < d->nbackends; b++)
+        if (d->backends[b].exec_state && d->backends[b].exec_state_free)
+            d->backends[b].exec_state_free(d->backends[b].exec_state);
     if (d->http)
         evhttp_free(d->http);
+    gq_http_close(d);
     gq_auth_close(d);
     if (d->jobs.buckets) {
         gq_jobtab_each(&d->jobs, free_job_cb, NULL);

@@ -115,6 +115,7 @@ struct gq_daemon {
     /* Group commit. */
     int in_batch;                 /* BEGIN done this turn */
     int turn_armed;               /* end-of-turn event activated */
+    int commit_fails;             /* failed commits in a row */
     struct event *turn_ev;
     struct gq_pending *pend_head, **pend_tail;
     json_t *sse_batch;            /* events to publish after commit */
@@ -175,6 +176,7 @@ struct gq_daemon {
     struct gq_workq *workq;       /* heavy work, off the loop */
 
     struct gq_park *parks[GQ_NPARK]; /* by gq_park_type */
+    struct gq_park *park_tail[GQ_NPARK]; /* the longest waiting */
     int nparked;
     int waiting_workers[GQ_MAX_CLASSES];
 
@@ -322,6 +324,14 @@ void gq_publish(struct gq_daemon *d, const struct gq_jobrec *r,
  * max_body or request_timeout calls it again, so it must only set things
  * (callbacks, limits), never add or allocate. */
 void gq_http_setup(struct gq_daemon *d);
+/* Starts what the HTTP layer runs besides d->http (once, at start). */
+int gq_http_init(struct gq_daemon *d);
+/* Makes listener l stop accepting for 100 ms when accept() fails for
+ * want of file descriptors (or memory) instead of retrying at once. */
+struct evconnlistener;
+int gq_http_guard_listener(struct gq_daemon *d, struct evconnlistener *l);
+/* Frees what the HTTP layer holds besides d->http (before the base). */
+void gq_http_close(struct gq_daemon *d);
 /* Replies to a lease/lock park with its grant. */
 void gq_http_grant(struct gq_daemon *d, struct gq_park *p,
                    const struct gq_jobrec *r, double ttl);

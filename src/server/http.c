@@ -11,19 +11,27 @@
  */
 #include <inttypes.h>
 #include <limits.h>
+#include <malloc.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/queue.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
 #include <openssl/evp.h>
 
 #include "../core/err.h"
@@ -36,7 +44,8 @@
 #define MAX_SEGS 6
 #define GQ_MAX_DEPS 64
 #define GQ_MAX_UPLOAD (64L << 20) /* audio uploads to the drop-ins */
-#define SSE_BACKLOG (1 << 20) /* bytes unread by an event stream */
+#define SSE_BACKLOG (1 << 20) /* memory unsent to an event stream */
+#define SSE_PIECE 1024        /* memory of one buffered event, at least */
 
 struct ctx {
     struct gq_daemon *d;
@@ -56,6 +65,302 @@ struct route {
     int has_body;             /* parse a JSON object body */
     enum gq_role need;        /* least role; GQ_ROLE_NONE: no token */
 };
+
+/*
+ * --- connections: the request deadline, slow readers, accept pauses ---
+ *
+ * evhttp's timeout (request_timeout) is an inactivity timeout: a client
+ * that sends a byte of its headers every few seconds ("slowloris") would
+ * keep its connection for hours.  So a request must also arrive whole
+ * within request_timeout of its first byte, or its connection is closed.
+ * libevent 2.1 says nothing when a connection goes away, so the state is
+ * a table indexed by file descriptor whose entries are recognised by
+ * their bufferevent and socket inode and are never dereferenced: a
+ * bufferevent is only used where libevent hands it over, alive.
+ *
+ * One daemon per process: this state is the module's.
+ */
+struct gq_conn {
+    const struct bufferevent *bev;  /* identity only */
+    ino_t ino;                /* the socket's inode, 0 if unknown */
+    int64_t since_us;         /* first byte of the request being read; 0: none */
+    int busy;                 /* a request is being answered */
+    int cut;                  /* over the deadline: being closed */
+};
+
+struct gq_lguard {            /* a listener that pauses when accept fails */
+    struct evconnlistener *l;
+    struct event *resume;
+    struct gq_lguard *next;
+};
+
+enum { NET_LOG_SLOW, NET_LOG_READER, NET_LOG_ACCEPT, NET_NLOG };
+
+static struct {
+    struct gq_daemon *d;
+    struct gq_conn *conns;    /* by file descriptor */
+    size_t nconns;
+    struct gq_lguard *guards;
+    struct event *trim_ev;    /* returns freed memory to the system */
+    uint64_t cut_slow;        /* requests not received within request_timeout */
+    uint64_t cut_reader;      /* event streams not read (SSE_BACKLOG) */
+    uint64_t accept_pauses;
+    int64_t log_at[NET_NLOG]; /* last line of each kind: one per 10 s */
+} net;
+
+/* 1 if a line of this kind may be logged now: one per 10 s (the lines
+ * carry running totals, so nothing is lost). */
+static int
+net_log_ok(int kind)
+{
+    int64_t now = gq_now();
+    if (net.log_at[kind] != 0 && now - net.log_at[kind] < 10000000)
+        return 0;
+    net.log_at[kind] = now;
+    return 1;
+}
+
+static ino_t
+sock_ino(evutil_socket_t fd)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0 || !S_ISSOCK(st.st_mode))
+        return 0;
+    return st.st_ino;
+}
+
+/* The entry of the live connection of bev, or NULL (no descriptor, no
+ * memory).  An entry left by an earlier connection on the descriptor is
+ * started afresh; with check, the socket's inode is compared too (a new
+ * bufferevent may have the address of a freed one). */
+static struct gq_conn *
+conn_of(struct bufferevent *bev, int check)
+{
+    evutil_socket_t fd = bufferevent_getfd(bev);
+    struct gq_conn *c;
+    if (fd < 0)
+        return NULL;
+    if ((size_t)fd >= net.nconns) {
+        size_t n = net.nconns ? net.nconns : 256;
+        while (n <= (size_t)fd)
+            n *= 2;
+        c = realloc(net.conns, n * sizeof *c);
+        if (c == NULL)
+            return NULL;
+        memset(c + net.nconns, 0, (n - net.nconns) * sizeof *c);
+        net.conns = c;
+        net.nconns = n;
+    }
+    c = &net.conns[fd];
+    if (c->bev != bev || (check && c->ino != sock_ino(fd))) {
+        c->bev = bev;
+        c->ino = sock_ino(fd);
+        c->since_us = 0;
+        c->busy = 0;
+        c->cut = 0;
+    }
+    return c;
+}
+
+/* Bytes came in on a connection: the request deadline.  Runs inside the
+ * bufferevent's read, so it must not free the connection: it sets a
+ * tiny timeout and lets evhttp close it as it closes idle ones. */
+static void
+conn_input_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info,
+              void *arg)
+{
+    struct bufferevent *bev = arg;
+    struct gq_conn *c;
+    int64_t now, limit;
+    (void)buf;
+    if (info->n_added == 0 || net.d == NULL ||
+        (c = conn_of(bev, 0)) == NULL)
+        return;
+    /* Bytes while busy: pipelined, or an entry of a closed connection. */
+    if (c->busy && (c = conn_of(bev, 1))->busy)
+        return;
+    now = gq_now();
+    if (c->since_us == 0) {
+        /* A request starts: make sure the entry is this connection's. */
+        conn_of(bev, 1)->since_us = now;
+        return;
+    }
+    limit = (int64_t)(net.d->cfg.request_timeout * 1e6);
+    if (now - c->since_us <= limit)
+        return;
+    if ((c = conn_of(bev, 1))->since_us == 0) { /* another connection's */
+        c->since_us = now;
+        return;
+    }
+    c->busy = 1; /* once */
+    c->cut = 1;
+    net.cut_slow++;
+    if (net_log_ok(NET_LOG_SLOW))
+        gq_log(GQ_LOG_WARN, "closing a connection whose request did not "
+               "arrive within request_timeout (%gs); %" PRIu64 " so far",
+               net.d->cfg.request_timeout, net.cut_slow);
+    struct timeval tv = {0, 1};
+    bufferevent_set_timeouts(bev, &tv, &tv);
+}
+
+/* evhttp's bufferevent for a new connection, watched by conn_input_cb. */
+static struct bufferevent *
+conn_new_cb(struct event_base *base, void *arg)
+{
+    struct bufferevent *bev =
+        bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+    (void)arg;
+    if (bev != NULL &&
+        evbuffer_add_cb(bufferevent_get_input(bev), conn_input_cb, bev) ==
+            NULL) {
+        bufferevent_free(bev);
+        return NULL; /* evhttp makes its own */
+    }
+    return bev;
+}
+
+/* A reply was sent: the connection reads its next request. */
+static void
+conn_done_cb(struct evhttp_request *req, void *arg)
+{
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    struct bufferevent *bev =
+        evcon ? evhttp_connection_get_bufferevent(evcon) : NULL;
+    struct gq_conn *c = bev ? conn_of(bev, 0) : NULL;
+    (void)arg;
+    if (c != NULL) {
+        c->busy = 0;
+        c->since_us = evbuffer_get_length(bufferevent_get_input(bev)) > 0
+                          ? gq_now()
+                          : 0;
+    }
+}
+
+/* A whole request arrived: no deadline until its reply is sent.  1 if
+ * its last bytes came after the deadline: it must not be served (its
+ * connection is being closed). */
+static int
+conn_busy(struct evhttp_request *req)
+{
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    struct bufferevent *bev =
+        evcon ? evhttp_connection_get_bufferevent(evcon) : NULL;
+    struct gq_conn *c = bev ? conn_of(bev, 1) : NULL;
+    if (c != NULL && c->cut)
+        return 1;
+    if (c != NULL)
+        c->busy = 1;
+    evhttp_request_set_on_complete_cb(req, conn_done_cb, NULL);
+    return 0;
+}
+
+static void
+lguard_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct gq_lguard *g = arg;
+    (void)fd;
+    (void)what;
+    evconnlistener_enable(g->l);
+}
+
+/*
+ * accept() failed with an error libevent does not retry (EMFILE, ENFILE:
+ * out of file descriptors; ENOBUFS, ENOMEM).  The listening socket stays
+ * readable, so libevent would call accept() again at once, forever: stop
+ * accepting for 100 ms instead.  Waiting clients stay in the kernel's
+ * backlog until descriptors are free again.
+ */
+static void
+lguard_error_cb(struct evconnlistener *l, void *arg)
+{
+    int e = EVUTIL_SOCKET_ERROR();
+    struct gq_lguard *g;
+    struct timeval tv = {0, 100000};
+    (void)arg; /* evhttp's */
+    for (g = net.guards; g && g->l != l; g = g->next)
+        ;
+    if (g == NULL)
+        return;
+    evconnlistener_disable(l);
+    evtimer_add(g->resume, &tv);
+    net.accept_pauses++;
+    if (net_log_ok(NET_LOG_ACCEPT))
+        gq_log(GQ_LOG_WARN, "accept: %s; not accepting connections for "
+               "100 ms (%" PRIu64 " pauses so far)", strerror(e),
+               net.accept_pauses);
+}
+
+/*
+ * After a storm (thousands of connections, event streams dropped for
+ * their backlog) the freed memory is scattered through the heap, and
+ * glibc returns only its top to the system.  Every 10 s, if more than 8
+ * MiB of the heap is free, malloc_trim gives the free pages back.
+ */
+static void
+trim_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct mallinfo2 mi = mallinfo2();
+    (void)fd;
+    (void)what;
+    (void)arg;
+    if (mi.fordblks > (size_t)8 << 20) {
+        malloc_trim(0);
+        gq_log(GQ_LOG_DEBUG, "returned free memory to the system (%zu KiB "
+               "were free)", mi.fordblks / 1024);
+    }
+}
+
+int
+gq_http_init(struct gq_daemon *d)
+{
+    struct timeval tv = {10, 0};
+    net.d = d;
+    net.trim_ev = event_new(d->base, -1, EV_PERSIST, trim_cb, NULL);
+    if (net.trim_ev == NULL)
+        return GQ_ENOMEM;
+    event_add(net.trim_ev, &tv);
+    return 0;
+}
+
+int
+gq_http_guard_listener(struct gq_daemon *d, struct evconnlistener *l)
+{
+    struct gq_lguard *g;
+    if (l == NULL)
+        return GQ_EINVAL;
+    g = calloc(1, sizeof *g);
+    if (g == NULL)
+        return GQ_ENOMEM;
+    g->l = l;
+    g->resume = evtimer_new(d->base, lguard_resume_cb, g);
+    if (g->resume == NULL) {
+        free(g);
+        return GQ_ENOMEM;
+    }
+    g->next = net.guards;
+    net.guards = g;
+    evconnlistener_set_error_cb(l, lguard_error_cb);
+    return 0;
+}
+
+void
+gq_http_close(struct gq_daemon *d)
+{
+    struct gq_lguard *g;
+    (void)d;
+    while ((g = net.guards) != NULL) {
+        net.guards = g->next;
+        event_free(g->resume);
+        free(g);
+    }
+    if (net.trim_ev != NULL)
+        event_free(net.trim_ev);
+    net.trim_ev = NULL;
+    free(net.conns);
+    net.conns = NULL;
+    net.nconns = 0;
+    net.d = NULL;
+}
 
 /* --- helpers --- */
 
@@ -861,6 +1166,14 @@ h_events(struct ctx *c)
     if (class_ok(c, cls, "class") < 0 ||
         (seq != 0 && job_ok(c, seq, "job") < 0))
         return;
+    if (seq != 0) {
+        /* A stream for no job would wait for nothing, holding a park. */
+        char name[GQ_NAME_MAX];
+        if (job_class(c, seq, name) == GQ_ENOENT) {
+            err(c, GQ_ENOENT, "job", "no such job");
+            return;
+        }
+    }
     if (cls < 0 && c->who.classes != GQ_ALL_CLASSES) {
         /* A token of some classes hears of those only: of the job's
          * class (job_ok allowed it), or of its one class. */
@@ -898,38 +1211,75 @@ h_events(struct ctx *c)
     evbuffer_free(b);
 }
 
+/*
+ * About the memory an event stream's unsent output holds: its bytes, or
+ * SSE_PIECE per piece if that is more.  Each event is a piece of its own
+ * in libevent's buffer, of at least 1 KiB (libevent's smallest chain)
+ * however short the event, so bytes alone would let a stream that is
+ * not read hold seven times SSE_BACKLOG.  Counting the pieces walks
+ * them, so only outputs of some length are counted.
+ */
+static size_t
+sse_backlog(struct bufferevent *bev)
+{
+    struct evbuffer *out = bufferevent_get_output(bev);
+    size_t len = evbuffer_get_length(out), mem;
+    if (len < SSE_BACKLOG / 16)
+        return len;
+    mem = (size_t)evbuffer_peek(out, -1, NULL, NULL, 0) * SSE_PIECE;
+    return mem > len ? mem : len;
+}
+
 void
 gq_http_sse_send(struct gq_daemon *d, json_t *ev)
 {
     struct gq_park *p, *next;
     char *text = NULL;
-    const char *cls = json_string_value(json_object_get(ev, "class"));
+    size_t len = 0;
+    struct evbuffer *b = NULL;
+    const char *name = json_string_value(json_object_get(ev, "class"));
+    int cls = name ? gq_sched_class(d->sched, name) : -1;
     uint64_t seq = 0;
     gq_job_parse_id(json_string_value(json_object_get(ev, "id")), &seq);
+    /* Every subscriber is looked at once per event, so what is done per
+     * subscriber stays small: an integer class test, and the event is
+     * formatted once and copied. */
     for (p = d->parks[GQ_PARK_SSE]; p; p = next) {
         next = p->next;
-        if (p->cls >= 0 &&
-            strcmp(gq_sched_conf(d->sched, p->cls)->name, cls) != 0)
+        if (p->cls >= 0 && p->cls != cls)
             continue;
         if (p->seq && p->seq != seq)
             continue;
         struct bufferevent *bev =
             p->evcon ? evhttp_connection_get_bufferevent(p->evcon) : NULL;
-        if (bev &&
-            evbuffer_get_length(bufferevent_get_output(bev)) > SSE_BACKLOG) {
-            gq_log(GQ_LOG_WARN, "event stream not read; closing it");
+        if (bev && sse_backlog(bev) > SSE_BACKLOG) {
+            net.cut_reader++;
+            if (net_log_ok(NET_LOG_READER))
+                gq_log(GQ_LOG_WARN, "an event stream was not read (over %d "
+                       "KiB waiting); closing it (%" PRIu64 " so far)",
+                       SSE_BACKLOG / 1024, net.cut_reader);
             struct evhttp_connection *evcon = p->evcon;
             gq_park_free(p);
             evhttp_connection_free(evcon); /* frees the request too */
             continue;
         }
-        if (text == NULL)
-            text = json_dumps(ev, JSON_COMPACT);
-        struct evbuffer *b = evbuffer_new();
-        evbuffer_add_printf(b, "event: job\ndata: %s\n\n", text);
-        evhttp_send_reply_chunk(p->req, b);
-        evbuffer_free(b);
+        if (b == NULL) {
+            char *json = json_dumps(ev, JSON_COMPACT);
+            b = evbuffer_new();
+            if (json == NULL || b == NULL ||
+                asprintf(&text, "event: job\ndata: %s\n\n", json) < 0) {
+                free(json);
+                text = NULL;
+                break;
+            }
+            free(json);
+            len = strlen(text);
+        }
+        evbuffer_add(b, text, len);
+        evhttp_send_reply_chunk(p->req, b); /* takes b's contents */
     }
+    if (b)
+        evbuffer_free(b);
     free(text);
 }
 
@@ -1544,6 +1894,18 @@ h_metrics(struct ctx *c)
                         PRIu64 "\n", refused[0]);
     evbuffer_add_printf(b, "gpuq_auth_refused_total{code=\"forbidden\"} %"
                         PRIu64 "\n", refused[1]);
+    FAMILY("gpuq_connections_closed_total", "counter",
+           "Connections closed by gpuqd for their pace: a request not "
+           "received within request_timeout, an event stream not read.");
+    evbuffer_add_printf(b, "gpuq_connections_closed_total{reason="
+                        "\"request_timeout\"} %" PRIu64 "\n", net.cut_slow);
+    evbuffer_add_printf(b, "gpuq_connections_closed_total{reason="
+                        "\"slow_reader\"} %" PRIu64 "\n", net.cut_reader);
+    FAMILY("gpuq_accept_pauses_total", "counter",
+           "Times gpuqd stopped accepting connections for 100 ms because "
+           "accept() failed (out of file descriptors).");
+    evbuffer_add_printf(b, "gpuq_accept_pauses_total %" PRIu64 "\n",
+                        net.accept_pauses);
 #undef FAMILY
     evhttp_add_header(evhttp_request_get_output_headers(c->req),
                       "Content-Type", "text/plain; version=0.0.4; "
@@ -2307,6 +2669,24 @@ authorize(struct ctx *c, const struct route *r)
     return 0;
 }
 
+/* Replies leave as soon as they are written.  libevent writes a reply
+ * 16 KiB at a time; with Nagle's algorithm on, each piece after the
+ * first waits for the client's ACK of the one before, which a client
+ * delays by up to 40 ms (Linux): a 20-60 KiB reply on a keep-alive
+ * connection took 44 ms instead of 1.  It fails harmlessly on the Unix
+ * socket. */
+static void
+no_delay(struct evhttp_request *req)
+{
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    struct bufferevent *bev =
+        evcon ? evhttp_connection_get_bufferevent(evcon) : NULL;
+    evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
+    int one = 1;
+    if (fd >= 0)
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
 static void
 dispatch_request(struct evhttp_request *req, void *arg)
 {
@@ -2319,6 +2699,11 @@ dispatch_request(struct evhttp_request *req, void *arg)
     int n, path_matched = 0;
     enum evhttp_cmd_type method = evhttp_request_get_command(req);
 
+    if (conn_busy(req)) {
+        evhttp_send_error(req, 408, NULL);
+        return;
+    }
+    no_delay(req);
     TAILQ_INIT(&c.query);
     if (path == NULL || strlen(path) >= sizeof buf) {
         err(&c, GQ_ENOENT, NULL, "no such route");
@@ -2360,8 +2745,14 @@ out:
 void
 gq_http_setup(struct gq_daemon *d)
 {
-    struct timeval tv = {(time_t)d->cfg.request_timeout, 0};
+    struct timeval tv = {(time_t)d->cfg.request_timeout,
+                         (suseconds_t)((d->cfg.request_timeout -
+                                        floor(d->cfg.request_timeout)) *
+                                       1e6)};
+    net.d = d;
     evhttp_set_gencb(d->http, dispatch_request, d);
+    /* Every connection's input is watched for the request deadline. */
+    evhttp_set_bevcb(d->http, conn_new_cb, NULL);
     /* evhttp refuses (its own 413) bodies over twice our limit; bodies
      * between the two get our JSON 413. */
     evhttp_set_max_body_size(d->http, (ev_ssize_t)(d->cfg.max_body * 2 >

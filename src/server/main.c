@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include <systemd/sd-daemon.h>
 
@@ -18,6 +19,31 @@
 #include "config.h"
 #include "daemon.h"
 #include "log.h"
+
+/*
+ * Each connection takes a file descriptor, and the usual soft limit
+ * (1024) is far below what the host allows: raise it to the hard limit.
+ * Running out anyway only pauses accepting (http.c, gq_http_guard_listener).
+ */
+static void
+raise_nofile(void)
+{
+    struct rlimit rl;
+    rlim_t want;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+        return;
+    want = rl.rlim_max;
+    if (want == RLIM_INFINITY || want > (rlim_t)1 << 20)
+        want = (rlim_t)1 << 20;
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < want) {
+        rlim_t old = rl.rlim_cur;
+        rl.rlim_cur = want;
+        if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+            return;
+        gq_log(GQ_LOG_DEBUG, "open files: soft limit %llu -> %llu",
+               (unsigned long long)old, (unsigned long long)want);
+    }
+}
 
 static void
 usage(FILE *f)
@@ -107,6 +133,7 @@ main(int argc, char **argv)
                 err[0] && err[strlen(err) - 1] == '\n' ? "" : "\n");
         return 1;
     }
+    raise_nofile();
     rc = gq_daemon_init(&d, &cfg, err, sizeof err);
     if (rc < 0) {
         gq_log(GQ_LOG_ERR, "%s", err);

@@ -65,6 +65,12 @@ gq_mp_parse(const char *ct, const char *body, size_t len,
         snprintf(msg, msglen, "multipart/form-data without a boundary");
         return GQ_EINVAL;
     }
+    /* An empty body may be NULL (evbuffer_pullup of nothing), and even
+     * NULL + 0 is undefined. */
+    if (body == NULL) {
+        snprintf(msg, msglen, "no multipart boundary in the body");
+        return GQ_EINVAL;
+    }
     int dl = snprintf(delim, sizeof delim, "--%s", boundary);
     const char *p = memfind(body, len, delim, (size_t)dl);
     const char *end = body + len;

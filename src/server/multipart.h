@@ -18,10 +18,11 @@ struct gq_mp_part {
 };
 
 /*
- * Parses body (len bytes) with the boundary taken from content_type
- * ("multipart/form-data; boundary=..."), filling at most GQ_MP_MAX_PARTS
- * parts.  Returns the number of parts, or GQ_EINVAL with msg set for a
- * missing boundary, a malformed part or too many parts.
+ * Parses body (len bytes; may be NULL when len is 0) with the boundary
+ * taken from content_type ("multipart/form-data; boundary=..."), filling
+ * at most GQ_MP_MAX_PARTS parts.  Returns the number of parts, or
+ * GQ_EINVAL with msg set for a missing boundary, a malformed part or too
+ * many parts.
  */
 int gq_mp_parse(const char *content_type, const char *body, size_t len,
                 struct gq_mp_part *parts, char *msg, size_t msglen);

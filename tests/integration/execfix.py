@@ -28,7 +28,7 @@ import time
 import wave
 
 from gpuqtest import (REPO, Daemon, GpuqTest, http_request, parse_json,
-                      wait_until)
+                      scaled, wait_until)
 
 FAKE = os.path.join(REPO, "tests", "fake", "fake_infer.py")
 sys.path.insert(0, os.path.dirname(FAKE))
@@ -268,7 +268,7 @@ class Stream:
                  timeout=15):
         self.t_sent = time.monotonic()
         self.conn = http.client.HTTPConnection("127.0.0.1", port,
-                                               timeout=timeout)
+                                               timeout=scaled(timeout))
         data = json.dumps(body).encode() if body is not None else None
         hdrs = dict(headers or {})
         if data is not None:

@@ -28,8 +28,26 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(
 GPUQD = os.environ.get("GPUQD") or os.path.join(REPO, "bin", "gpuqd")
 GPUQ = os.environ.get("GPUQ") or os.path.join(REPO, "bin", "gpuq")
 
-START_TIMEOUT = 10.0   # seconds for gpuqd to write its address file
-STOP_TIMEOUT = 15.0    # seconds for gpuqd to exit after SIGTERM
+# Under `make valgrind` every gpuqd and gpuq runs 20-50 times slower.
+# GPUQ_TIME_SCALE (default 1) multiplies the harness's own bounds: the
+# start and stop timeouts, wait_until's (so wait_state's), HTTP socket
+# timeouts and the Background and Worker waits.  A longer bound never
+# makes a correct test fail, it only makes a failing one slower to say
+# so; durations that a test asserts are not scaled (such tests skip
+# under GPUQ_VALGRIND instead, see VALGRIND).
+TIME_SCALE = max(1.0, float(os.environ.get("GPUQ_TIME_SCALE") or 1))
+# True under `make valgrind` (tests/valgrind/run.sh): tests whose
+# assertion is a duration skip with unittest.skipIf(VALGRIND, ...).
+VALGRIND = bool(os.environ.get("GPUQ_VALGRIND"))
+
+
+def scaled(seconds):
+    """A harness bound of `seconds`, times GPUQ_TIME_SCALE."""
+    return seconds * TIME_SCALE
+
+
+START_TIMEOUT = scaled(10.0)   # seconds for gpuqd to write its address file
+STOP_TIMEOUT = scaled(15.0)    # seconds for gpuqd to exit after SIGTERM
 
 STATES = ("queued", "running", "succeeded", "failed", "cancelled",
           "expired", "dead")
@@ -74,7 +92,8 @@ def idnum(job_id):
 
 def wait_until(fn, timeout=5.0, interval=0.05, what="condition"):
     """Calls fn until it returns something truthy and returns that; raises
-    AssertionError after timeout seconds."""
+    AssertionError after timeout seconds (times GPUQ_TIME_SCALE)."""
+    timeout = scaled(timeout)
     deadline = time.monotonic() + timeout
     last = None
     while True:
@@ -99,9 +118,10 @@ def http_request(port, method, path, body=None, headers=None, timeout=10):
     """One request on a fresh connection.  Returns (status, headers with
     lower-case names, raw body bytes).  A server that answers before it
     has read the whole body (e.g. 413) is tolerated: a failed send still
-    reads the reply."""
+    reads the reply.  timeout is scaled by GPUQ_TIME_SCALE."""
     data = encode_body(body)
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    conn = http.client.HTTPConnection("127.0.0.1", port,
+                                      timeout=scaled(timeout))
     try:
         conn.putrequest(method, path, skip_accept_encoding=True)
         hdrs = dict(headers or {})
@@ -277,9 +297,11 @@ class Daemon:
         self._exit_expected = True
         self.proc.send_signal(signal.SIGTERM)
 
-    def wait_exit(self, timeout=STOP_TIMEOUT):
+    def wait_exit(self, timeout=None):
         """Waits for gpuqd to exit by itself; returns its exit status.
-        Raises AssertionError (after killing it) if it does not."""
+        Raises AssertionError (after killing it) if it does not.
+        timeout: seconds, scaled (None: STOP_TIMEOUT)."""
+        timeout = STOP_TIMEOUT if timeout is None else scaled(timeout)
         self._exit_expected = True
         try:
             self.rc = self.proc.wait(timeout=timeout)
@@ -289,7 +311,7 @@ class Daemon:
                                  % timeout)
         return self.rc
 
-    def stop(self, timeout=STOP_TIMEOUT):
+    def stop(self, timeout=None):
         """SIGTERM, wait, and assert a zero exit status."""
         if not self.alive():
             self._exit_expected = True
@@ -312,7 +334,7 @@ class Daemon:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             try:
-                self.proc.wait(timeout=5)
+                self.proc.wait(timeout=scaled(5))
             except subprocess.TimeoutExpired:
                 pass
 
@@ -471,6 +493,7 @@ class Background(threading.Thread):
         self.finished_at = time.monotonic()
 
     def get(self, timeout=15.0):
+        timeout = scaled(timeout)
         self.join(timeout)
         if self.is_alive():
             raise AssertionError("background call did not finish in %.1fs"
@@ -546,6 +569,7 @@ class Worker(threading.Thread):
 
     def wait_grants(self, n, timeout=5.0):
         """Waits until at least n grants were recorded; returns them."""
+        timeout = scaled(timeout)
         with self.cond:
             ok = self.cond.wait_for(lambda: len(self.grants) >= n, timeout)
             if not ok:
@@ -556,6 +580,7 @@ class Worker(threading.Thread):
             return list(self.grants)
 
     def wait_completed(self, n, timeout=5.0):
+        timeout = scaled(timeout)
         with self.cond:
             ok = self.cond.wait_for(lambda: len(self.completed) >= n,
                                     timeout)
@@ -568,7 +593,8 @@ class Worker(threading.Thread):
 
     def stop(self, timeout=None):
         self._halt.set()
-        self.join(timeout if timeout is not None else self.wait + 12)
+        self.join(scaled(timeout if timeout is not None
+                         else self.wait + 12))
 
 
 class GpuqTest(unittest.TestCase):

@@ -24,7 +24,7 @@ import time
 import unittest
 
 from gpuqtest import (BASE_CONFIG, GPUQD, Daemon, GpuqTest, parse_json,
-                      wait_until)
+                      scaled, wait_until)
 
 ADMIN = "admin-secret-0123456789"
 WORKER = "worker-secret-0123456789"
@@ -363,7 +363,7 @@ class AuthTest(GpuqTest):
         for conf in (None, BASE_CONFIG, BASE_CONFIG.replace(
                 "[server]\n", "[server]\nallow_remote = false\n", 1)):
             p, data, log = self.start_remote(conf)
-            self.assertEqual(p.wait(timeout=10), 1)
+            self.assertEqual(p.wait(timeout=scaled(10)), 1)
             text = read(log)
             self.assertIn("listen 0.0.0.0:0 is not a loopback address and "
                           "no API token is configured", text)
@@ -380,7 +380,7 @@ class AuthTest(GpuqTest):
                               what="gpuqd.addr")
             self.assertRegex(text, r"^0\.0\.0\.0:[0-9]+\n$")
             p.send_signal(signal.SIGTERM)
-            self.assertEqual(p.wait(timeout=15), 0)
+            self.assertEqual(p.wait(timeout=scaled(15)), 0)
 
     def test_check_config_reports_remote_listen(self):
         tmp = tempfile.mkdtemp(prefix="gpuqauth-")
@@ -389,13 +389,15 @@ class AuthTest(GpuqTest):
         with open(conf, "w") as f:
             f.write("[server]\nlisten = [::]:7707\n")
         p = subprocess.run([GPUQD, "--check-config", conf],
-                           capture_output=True, text=True, timeout=10)
+                           capture_output=True, text=True,
+                           timeout=scaled(10))
         self.assertEqual(p.returncode, 1)
         self.assertIn("listen [::]:7707 is not a loopback address", p.stderr)
         with open(conf, "w") as f:
             f.write("[server]\nlisten = [::]:7707\n" + TOKENS)
         p = subprocess.run([GPUQD, "--check-config", conf],
-                           capture_output=True, text=True, timeout=10)
+                           capture_output=True, text=True,
+                           timeout=scaled(10))
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertIn("5 API tokens", p.stdout)
 

@@ -6,10 +6,11 @@ import os
 import subprocess
 import unittest
 
-from gpuqtest import BASE_CONFIG, GPUQ, Daemon, GpuqTest, Worker, wait_until
+from gpuqtest import (BASE_CONFIG, GPUQ, Daemon, GpuqTest, Worker, scaled,
+                      wait_until)
 
 HAVE_GPUQ = os.access(GPUQ, os.X_OK)
-CLI_TIMEOUT = 20
+CLI_TIMEOUT = scaled(20)
 
 
 @unittest.skipUnless(HAVE_GPUQ, "no gpuq binary at %s" % GPUQ)

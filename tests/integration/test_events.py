@@ -5,7 +5,7 @@ import socket
 import time
 import unittest
 
-from gpuqtest import Daemon, GpuqTest, Worker, wait_until
+from gpuqtest import Daemon, GpuqTest, Worker, scaled, wait_until
 
 CONFIG = """\
 [server]
@@ -28,6 +28,7 @@ class EventStream:
     reading after a socket timeout), read with bounded waits."""
 
     def __init__(self, d, query="", timeout=5.0):
+        timeout = scaled(timeout)
         self.sock = socket.create_connection(("127.0.0.1", d.port),
                                              timeout=timeout)
         self.sock.sendall(("GET /v1/events%s HTTP/1.1\r\nHost: 127.0.0.1"
@@ -91,7 +92,7 @@ class EventStream:
 
     def read_all(self, timeout=5.0):
         """The whole body of a non-stream reply (an error)."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + scaled(timeout)
         while True:
             self._decode()
             if self.length is not None and \
@@ -106,7 +107,7 @@ class EventStream:
         """Reads events until until(list of events so far) is true or
         timeout passes; returns the data objects of `job` events."""
         out = []
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + scaled(timeout)
         ev_type, data = None, []
         while True:
             self._decode()

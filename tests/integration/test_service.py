@@ -20,8 +20,8 @@ import threading
 import time
 import unittest
 
-from gpuqtest import (GPUQD, REPO, Background, Daemon, GpuqTest, Worker,
-                      wait_until)
+from gpuqtest import (GPUQD, REPO, VALGRIND, Background, Daemon, GpuqTest,
+                      Worker, scaled, wait_until)
 from execfix import ExecTest, backend, exec_sections, ini
 
 CONFIG = """\
@@ -781,7 +781,8 @@ class CheckConfigTest(GpuqTest):
         with open(path, "w") as f:
             f.write(text)
         p = subprocess.run([GPUQD, "--check-config", path],
-                           capture_output=True, text=True, timeout=10)
+                           capture_output=True, text=True,
+                           timeout=scaled(10))
         return p, path
 
     def test_good_file(self):
@@ -804,7 +805,8 @@ class CheckConfigTest(GpuqTest):
     def test_example_config_is_valid(self):
         example = os.path.join(REPO, "contrib", "gpuq.conf.example")
         p = subprocess.run([GPUQD, "--check-config", example],
-                           capture_output=True, text=True, timeout=10)
+                           capture_output=True, text=True,
+                           timeout=scaled(10))
         self.assertEqual(p.returncode, 0, p.stderr)
 
 
@@ -817,6 +819,9 @@ def make_env():
     return env
 
 
+@unittest.skipIf(VALGRIND, "builds and installs the default tree (build/, "
+                 "bin/) and runs no process under valgrind; make test "
+                 "covers it")
 class InstallTest(GpuqTest):
 
     """`make install` of the default build (build/, bin/): under `make
