@@ -133,6 +133,20 @@ asan:
 	$(MAKE) test B=build/asan BIN=build/asan/bin OPT=-O1 \
 	  SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all"
 
+# The integration tests with every gpuqd and gpuq process under valgrind
+# memcheck (tests/valgrind/run.sh), from an -O1 build without sanitizers
+# in build/vg.  A memory error in any process, or memory definitely or
+# indirectly lost at exit (one that SIGTERM stopped), fails the target,
+# and tests/valgrind/check.py prints each report with its stack; the logs
+# stay in build/vg/logs.  The harness's timeouts are scaled
+# (GPUQ_TIME_SCALE) and tests whose assertion is a duration skip.
+# Suppressions, for library noise only: tests/valgrind/gpuq.supp.
+.PHONY: valgrind
+valgrind:
+	@scripts/deps.sh valgrind
+	$(MAKE) all B=build/vg BIN=build/vg/bin OPT=-O1 SAN=
+	tests/valgrind/run.sh build/vg build/vg/bin
+
 # The reliability campaigns (doc/RELIABILITY.md), one command each:
 # `make crash-campaign`, `fault-campaign`, `hostile-campaign` and
 # `load-campaign` drive the release build through tests/campaigns/NAME.py
@@ -215,5 +229,7 @@ uninstall:
 	if cmp -s contrib/gpuq.conf.example $(CONFDIR)/gpuq.conf; then \
 	  rm -f $(CONFDIR)/gpuq.conf; fi
 	rmdir $(CONFDIR) 2>/dev/null || true
+
+include tests/fuzz/fuzz.mk
 
 -include $(shell find $(B) -name '*.d' 2>/dev/null)
