@@ -1276,7 +1276,10 @@ gq_http_sse_send(struct gq_daemon *d, json_t *ev)
             len = strlen(text);
         }
         evbuffer_add(b, text, len);
-        evhttp_send_reply_chunk(p->req, b); /* takes b's contents */
+        evhttp_send_reply_chunk(p->req, b);
+        /* It takes b's contents, except when it sends nothing (the
+         * connection is gone): then they must not reach the next one. */
+        evbuffer_drain(b, evbuffer_get_length(b));
     }
     if (b)
         evbuffer_free(b);
